@@ -1,0 +1,1 @@
+//! meshaudit collector (being built).

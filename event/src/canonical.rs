@@ -1,0 +1,237 @@
+//! Canonical JSON (SPEC §5): the bytes of Python's
+//! `json.dumps(v, sort_keys=True, separators=(",", ":"))` with `ensure_ascii`.
+//!
+//! Hand-written because the bytes must match Python exactly: keys by code
+//! point, every character outside 0x20–0x7E escaped as lowercase `\uXXXX`
+//! (surrogate pairs above U+FFFF), integers of any size, floats as `repr`.
+
+use crate::value::{Map, Number, Value};
+use std::io::Write as _;
+
+/// The canonical bytes of `v`.
+pub fn canonical(v: &Value) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    write_canonical(v, &mut out);
+    out
+}
+
+/// Appends the canonical bytes of `v` to `out`.
+pub fn write_canonical(v: &Value, out: &mut Vec<u8>) {
+    match v {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Number(n) => write_number(n, out),
+        Value::String(s) => write_string(s, out),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(b']');
+        }
+        Value::Object(map) => write_object(map, None, out),
+    }
+}
+
+/// Canonical bytes of an object without its member `skip` (the event hash is
+/// over the event without `security`), without copying the object.
+pub fn write_object(map: &Map, skip: Option<&str>, out: &mut Vec<u8>) {
+    out.push(b'{');
+    let mut first = true;
+    for (k, v) in map {
+        if Some(k.as_str()) == skip {
+            continue;
+        }
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        write_string(k, out);
+        out.push(b':');
+        write_canonical(v, out);
+    }
+    out.push(b'}');
+}
+
+fn write_number(n: &Number, out: &mut Vec<u8>) {
+    match n {
+        Number::Int(i) => {
+            let _ = write!(out, "{i}");
+        }
+        Number::BigInt(s) => out.extend_from_slice(s.as_bytes()),
+        Number::Float(f) => write_float(*f, out),
+    }
+}
+
+/// Python `repr(float)`: the shortest digits that round-trip, in fixed
+/// notation when the decimal exponent is in [-4, 16), else `d.ddde±XX`.
+pub fn write_float(f: f64, out: &mut Vec<u8>) {
+    if f == 0.0 {
+        out.extend_from_slice(if f.is_sign_negative() { b"-0.0" } else { b"0.0" });
+        return;
+    }
+    if !f.is_finite() {
+        // Unreachable for parsed values; Python would print these names.
+        out.extend_from_slice(if f.is_nan() {
+            b"NaN".as_slice()
+        } else if f > 0.0 {
+            b"Infinity".as_slice()
+        } else {
+            b"-Infinity".as_slice()
+        });
+        return;
+    }
+    // Rust's `{:e}` prints the shortest round-trip digits, as Python's repr does.
+    let sci = format!("{f:e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let (neg, mantissa) = match mantissa.strip_prefix('-') {
+        Some(m) => (true, m),
+        None => (false, mantissa),
+    };
+    if neg {
+        out.push(b'-');
+    }
+    if !(-4..16).contains(&exp) {
+        out.extend_from_slice(mantissa.as_bytes());
+        let _ = write!(
+            out,
+            "e{}{:02}",
+            if exp < 0 { '-' } else { '+' },
+            exp.unsigned_abs()
+        );
+        return;
+    }
+    let digits: Vec<u8> = mantissa.bytes().filter(|b| *b != b'.').collect();
+    let point = exp + 1; // digits before the decimal point
+    if point <= 0 {
+        out.extend_from_slice(b"0.");
+        out.extend(std::iter::repeat_n(b'0', point.unsigned_abs() as usize));
+        out.extend_from_slice(&digits);
+    } else {
+        let point = point as usize;
+        if point >= digits.len() {
+            out.extend_from_slice(&digits);
+            out.extend(std::iter::repeat_n(b'0', point - digits.len()));
+            out.extend_from_slice(b".0");
+        } else {
+            out.extend_from_slice(&digits[..point]);
+            out.push(b'.');
+            out.extend_from_slice(&digits[point..]);
+        }
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn push_u16_escape(out: &mut Vec<u8>, u: u16) {
+    out.extend_from_slice(&[
+        b'\\',
+        b'u',
+        HEX[(u >> 12) as usize & 0xf],
+        HEX[(u >> 8) as usize & 0xf],
+        HEX[(u >> 4) as usize & 0xf],
+        HEX[u as usize & 0xf],
+    ]);
+}
+
+/// A JSON string literal, ASCII only, escaped as Python's `ensure_ascii`.
+pub fn write_string(s: &str, out: &mut Vec<u8>) {
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut run = 0; // start of the pending run of bytes copied as they are
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\' {
+            i += 1;
+            continue;
+        }
+        out.extend_from_slice(&bytes[run..i]);
+        if b < 0x80 {
+            match b {
+                b'"' => out.extend_from_slice(b"\\\""),
+                b'\\' => out.extend_from_slice(b"\\\\"),
+                b'\n' => out.extend_from_slice(b"\\n"),
+                b'\r' => out.extend_from_slice(b"\\r"),
+                b'\t' => out.extend_from_slice(b"\\t"),
+                0x08 => out.extend_from_slice(b"\\b"),
+                0x0c => out.extend_from_slice(b"\\f"),
+                other => push_u16_escape(out, u16::from(other)),
+            }
+            i += 1;
+        } else {
+            // `i` is on a char boundary: every byte before it was consumed whole.
+            let c = s[i..].chars().next().unwrap_or('\u{fffd}');
+            let mut units = [0u16; 2];
+            for u in c.encode_utf16(&mut units) {
+                push_u16_escape(out, *u);
+            }
+            i += c.len_utf8();
+        }
+        run = i;
+    }
+    out.extend_from_slice(&bytes[run..]);
+    out.push(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::value::parse;
+
+    fn canon(s: &str) -> String {
+        String::from_utf8(canonical(&parse(s.as_bytes()).unwrap())).unwrap()
+    }
+
+    fn float(f: f64) -> String {
+        let mut out = Vec::new();
+        write_float(f, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn floats_print_as_python_repr() {
+        for (f, want) in [
+            (1.0, "1.0"),
+            (0.1, "0.1"),
+            (1e-5, "1e-05"),
+            (2.5e-7, "2.5e-07"),
+            (1e16, "1e+16"),
+            (1.5e16, "1.5e+16"),
+            (1e15, "1000000000000000.0"),
+            (0.0001, "0.0001"),
+            (-0.0, "-0.0"),
+            (123.456, "123.456"),
+            (1e300, "1e+300"),
+            (5e-324, "5e-324"),
+            (-1.7976931348623157e308, "-1.7976931348623157e+308"),
+            (9007199254740993.0, "9007199254740992.0"),
+        ] {
+            assert_eq!(float(f), want, "{f:e}");
+        }
+    }
+
+    #[test]
+    fn sorts_keys_and_escapes_like_python() {
+        assert_eq!(
+            canon(r#"{"b":1,"a":[true,false,null],"é":"x/\u007f\u0001"}"#),
+            r#"{"a":[true,false,null],"b":1,"\u00e9":"x/\u007f\u0001"}"#
+        );
+        assert_eq!(canon(r#""😀\b\f\n\r\t\"\\""#), r#""\ud83d\ude00\b\f\n\r\t\"\\""#);
+        assert_eq!(canon("-0"), "0");
+        assert_eq!(canon("1E2"), "100.0");
+    }
+
+    #[test]
+    fn object_without_a_member() {
+        let v = parse(br#"{"a":1,"security":{"hash":"x"},"z":2}"#).unwrap();
+        let mut out = Vec::new();
+        write_object(v.as_object().unwrap(), Some("security"), &mut out);
+        assert_eq!(out, br#"{"a":1,"z":2}"#);
+    }
+}

@@ -1,0 +1,20 @@
+//! meshaudit-event: the contract the filter and the collector share.
+//!
+//! - [`value`]: a JSON value type that keeps numbers exact, and a strict parser
+//!   (depth limit, no `NaN`/`Infinity`, no lone surrogates).
+//! - [`canonical`]: the canonical bytes of SPEC §5, identical to Python's
+//!   `json.dumps(v, sort_keys=True, separators=(",", ":"))`.
+//! - [`prune`]: mobius `prune_empty`.
+//! - [`integrity`]: event hash, event signature, batch signature, timestamp window.
+//!
+//! No I/O, no clock and no randomness: callers pass them in, so the crate builds
+//! for `wasm32-wasip1` (inside the filter) and the host alike.
+#![forbid(unsafe_code)]
+
+pub mod canonical;
+pub mod integrity;
+pub mod prune;
+pub mod value;
+
+pub use canonical::{canonical, write_canonical};
+pub use value::{parse, Map, Number, ParseError, Value};

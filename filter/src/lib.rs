@@ -1,0 +1,1 @@
+//! meshaudit proxy-wasm filter (being built).
