@@ -71,7 +71,11 @@ fn write_number(n: &Number, out: &mut Vec<u8>) {
 /// notation when the decimal exponent is in [-4, 16), else `d.ddde±XX`.
 pub fn write_float(f: f64, out: &mut Vec<u8>) {
     if f == 0.0 {
-        out.extend_from_slice(if f.is_sign_negative() { b"-0.0" } else { b"0.0" });
+        out.extend_from_slice(if f.is_sign_negative() {
+            b"-0.0"
+        } else {
+            b"0.0"
+        });
         return;
     }
     if !f.is_finite() {
@@ -222,7 +226,10 @@ mod tests {
             canon(r#"{"b":1,"a":[true,false,null],"é":"x/\u007f\u0001"}"#),
             r#"{"a":[true,false,null],"b":1,"\u00e9":"x/\u007f\u0001"}"#
         );
-        assert_eq!(canon(r#""😀\b\f\n\r\t\"\\""#), r#""\ud83d\ude00\b\f\n\r\t\"\\""#);
+        assert_eq!(
+            canon(r#""😀\b\f\n\r\t\"\\""#),
+            r#""\ud83d\ude00\b\f\n\r\t\"\\""#
+        );
         assert_eq!(canon("-0"), "0");
         assert_eq!(canon("1E2"), "100.0");
     }

@@ -163,9 +163,9 @@ pub fn verify_event(event: &Map, recomputed: &str, keys: &EventKeys) -> Verifica
         Some(_) if candidates.is_empty() => Verification::UnknownKey,
         Some(sig) => {
             // Check every candidate so the time taken does not say which key matched.
-            let ok = candidates
-                .iter()
-                .fold(false, |ok, key| ok | ct_eq(&sign_hash(key, recomputed), sig));
+            let ok = candidates.iter().fold(false, |ok, key| {
+                ok | ct_eq(&sign_hash(key, recomputed), sig)
+            });
             if ok {
                 Verification::Verified
             } else {
@@ -216,8 +216,15 @@ pub enum TimestampError {
 
 /// Checks `X-Signature-Ts` (POSIX seconds) against `now_secs` ± `skew_secs`,
 /// future as past.
-pub fn check_timestamp(ts: Option<&str>, now_secs: i64, skew_secs: i64) -> Result<i64, TimestampError> {
-    let ts = ts.map(str::trim).filter(|s| !s.is_empty()).ok_or(TimestampError::Missing)?;
+pub fn check_timestamp(
+    ts: Option<&str>,
+    now_secs: i64,
+    skew_secs: i64,
+) -> Result<i64, TimestampError> {
+    let ts = ts
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .ok_or(TimestampError::Missing)?;
     if !ts.bytes().all(|b| b.is_ascii_digit()) {
         return Err(TimestampError::Invalid);
     }
@@ -244,18 +251,40 @@ mod tests {
         let secrets = vec![b"old".to_vec(), b"s3cret".to_vec()];
         assert!(verify_batch_signature(&secrets, "1700000000", b"{}", &sig));
         assert!(!verify_batch_signature(&secrets, "1700000001", b"{}", &sig));
-        assert!(!verify_batch_signature(&secrets, "1700000000", b"{ }", &sig));
-        assert!(!verify_batch_signature(&secrets, "1700000000", b"{}", &sig[1..]));
+        assert!(!verify_batch_signature(
+            &secrets,
+            "1700000000",
+            b"{ }",
+            &sig
+        ));
+        assert!(!verify_batch_signature(
+            &secrets,
+            "1700000000",
+            b"{}",
+            &sig[1..]
+        ));
     }
 
     #[test]
     fn timestamp_window_both_ways() {
         assert_eq!(check_timestamp(Some("1000"), 1000, 300), Ok(1000));
         assert_eq!(check_timestamp(Some("1300"), 1000, 300), Ok(1300));
-        assert_eq!(check_timestamp(Some("1301"), 1000, 300), Err(TimestampError::OutsideWindow));
-        assert_eq!(check_timestamp(Some("699"), 1000, 300), Err(TimestampError::OutsideWindow));
-        assert_eq!(check_timestamp(None, 1000, 300), Err(TimestampError::Missing));
-        assert_eq!(check_timestamp(Some("-5"), 1000, 300), Err(TimestampError::Invalid));
+        assert_eq!(
+            check_timestamp(Some("1301"), 1000, 300),
+            Err(TimestampError::OutsideWindow)
+        );
+        assert_eq!(
+            check_timestamp(Some("699"), 1000, 300),
+            Err(TimestampError::OutsideWindow)
+        );
+        assert_eq!(
+            check_timestamp(None, 1000, 300),
+            Err(TimestampError::Missing)
+        );
+        assert_eq!(
+            check_timestamp(Some("-5"), 1000, 300),
+            Err(TimestampError::Invalid)
+        );
     }
 
     #[test]
@@ -264,15 +293,27 @@ mod tests {
         let m = v.as_object_mut().unwrap();
         seal(m, Some(b"k"), Some("k1"));
         let keys = EventKeys::new([("k1".to_string(), b"k".to_vec())]);
-        assert_eq!(verify_event(m, &event_hash(m), &keys), Verification::Verified);
+        assert_eq!(
+            verify_event(m, &event_hash(m), &keys),
+            Verification::Verified
+        );
         m.insert("id".into(), Value::from("2"));
-        assert_eq!(verify_event(m, &event_hash(m), &keys), Verification::HashMismatch);
+        assert_eq!(
+            verify_event(m, &event_hash(m), &keys),
+            Verification::HashMismatch
+        );
         let other = EventKeys::new([("k2".to_string(), b"k".to_vec())]);
         let mut v = parse(br#"{"id":"1"}"#).unwrap();
         let m = v.as_object_mut().unwrap();
         seal(m, Some(b"k"), Some("k1"));
-        assert_eq!(verify_event(m, &event_hash(m), &other), Verification::UnknownKey);
+        assert_eq!(
+            verify_event(m, &event_hash(m), &other),
+            Verification::UnknownKey
+        );
         let wrong = EventKeys::new([("k1".to_string(), b"nope".to_vec())]);
-        assert_eq!(verify_event(m, &event_hash(m), &wrong), Verification::BadSignature);
+        assert_eq!(
+            verify_event(m, &event_hash(m), &wrong),
+            Verification::BadSignature
+        );
     }
 }

@@ -6,6 +6,9 @@
 //!   `json.dumps(v, sort_keys=True, separators=(",", ":"))`.
 //! - [`prune`]: mobius `prune_empty`.
 //! - [`integrity`]: event hash, event signature, batch signature, timestamp window.
+//! - [`schema`]: the `meshaudit.http/v1` event, its `meshaudit-1` and `mobius-1`
+//!   wire shapes, and the small pure helpers that fill it (status mapping,
+//!   timestamps, UUIDs).
 //!
 //! No I/O, no clock and no randomness: callers pass them in, so the crate builds
 //! for `wasm32-wasip1` (inside the filter) and the host alike.
@@ -14,7 +17,10 @@
 pub mod canonical;
 pub mod integrity;
 pub mod prune;
+pub mod schema;
 pub mod value;
+mod value_serde;
 
 pub use canonical::{canonical, write_canonical};
+pub use schema::{HttpEvent, Schema, SCHEMA_ID, SPEC_VERSION};
 pub use value::{parse, Map, Number, ParseError, Value};

@@ -40,7 +40,9 @@ mod tests {
     #[test]
     fn prunes_as_mobius() {
         assert_eq!(
-            pruned(r#"{"a":null,"b":"","c":[],"d":{},"e":{"x":null},"f":false,"g":0,"schemaid":"","h":{"schemaid":""}}"#),
+            pruned(
+                r#"{"a":null,"b":"","c":[],"d":{},"e":{"x":null},"f":false,"g":0,"schemaid":"","h":{"schemaid":""}}"#
+            ),
             r#"{"f":false,"g":0,"h":{"schemaid":""},"schemaid":""}"#
         );
         assert_eq!(
