@@ -1,0 +1,1 @@
+//! meshaudit benchmark tools (being built).
