@@ -89,8 +89,7 @@ pub fn write_float(f: f64, out: &mut Vec<u8>) {
         });
         return;
     }
-    // Rust's `{:e}` prints the shortest round-trip digits, as Python's repr does.
-    let sci = format!("{f:e}");
+    let sci = shortest_scientific(f);
     let (mantissa, exp) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
     let (neg, mantissa) = match mantissa.strip_prefix('-') {
@@ -127,6 +126,32 @@ pub fn write_float(f: f64, out: &mut Vec<u8>) {
             out.push(b'.');
             out.extend_from_slice(&digits[point..]);
         }
+    }
+}
+
+/// The shortest digits that read back as `f`, and among those the nearest to
+/// `f`'s exact value, ties to even: what Python's `repr` (David Gay's `dtoa`
+/// mode 0) prints, as `d.ddde±x`.
+///
+/// Rust's `{:e}` finds the shortest length but, when two candidates of that
+/// length are equally near, takes the upper one (`-142361721412408.625` prints
+/// as `...408.63`, Python prints `...408.62`). The exactly rounded form at the
+/// same length (`{:.N$e}`, ties to even) is the one Python picks whenever it
+/// reads back as `f`.
+fn shortest_scientific(f: f64) -> String {
+    let shortest = format!("{f:e}");
+    let digits = shortest
+        .split('e')
+        .next()
+        .unwrap_or("")
+        .bytes()
+        .filter(u8::is_ascii_digit)
+        .count();
+    let nearest = format!("{:.*e}", digits.saturating_sub(1), f);
+    if nearest != shortest && nearest.parse::<f64>() == Ok(f) {
+        nearest
+    } else {
+        shortest
     }
 }
 
@@ -215,6 +240,10 @@ mod tests {
             (5e-324, "5e-324"),
             (-1.7976931348623157e308, "-1.7976931348623157e+308"),
             (9007199254740993.0, "9007199254740992.0"),
+            // Two shortest candidates equally near: Python takes the even one.
+            // (142361721412408.625 exactly: 5/8 past an integer below 2^53.)
+            (-(142361721412408.0 + 0.625), "-142361721412408.62"),
+            (142361721412408.0 + 0.625, "142361721412408.62"),
         ] {
             assert_eq!(float(f), want, "{f:e}");
         }

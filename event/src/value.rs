@@ -4,8 +4,9 @@
 //!
 //! The parser is strict where the collector must refuse: more than
 //! [`MAX_DEPTH`] nested containers, `NaN`/`Infinity`, numbers that overflow a
-//! double, lone UTF-16 surrogates, raw control characters in strings, invalid
-//! UTF-8 and trailing garbage are all errors.
+//! double, integers of more than [`MAX_INT_DIGITS`] digits (CPython refuses
+//! them too), lone UTF-16 surrogates, raw control characters in strings,
+//! invalid UTF-8 and trailing garbage are all errors.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -15,6 +16,11 @@ pub type Map = BTreeMap<String, Value>;
 
 /// Deepest nesting of arrays and objects that [`parse`] accepts.
 pub const MAX_DEPTH: usize = 128;
+
+/// Most digits an integer may have: CPython's default `int_max_str_digits`,
+/// past which `json.loads` refuses the document (and `json.dumps` could not
+/// print the number), so a Python peer could never read or write it.
+pub const MAX_INT_DIGITS: usize = 4300;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
@@ -326,6 +332,12 @@ impl Parser<'_> {
             }
             return Ok(Value::Number(Number::Float(f)));
         }
+        if n > MAX_INT_DIGITS {
+            return Err(ParseError {
+                kind: ParseErrorKind::InvalidNumber,
+                offset: start,
+            });
+        }
         Ok(Value::Number(match text.parse::<i64>() {
             Ok(i) => Number::Int(i),
             Err(_) => Number::BigInt(text.into()),
@@ -451,6 +463,18 @@ mod tests {
         assert_eq!(kind("01"), ParseErrorKind::InvalidNumber);
         assert_eq!(kind("{\"a\":"), ParseErrorKind::UnexpectedEnd);
         assert_eq!(kind("tru"), ParseErrorKind::UnexpectedEnd);
+    }
+
+    #[test]
+    fn integers_longer_than_python_accepts_are_refused() {
+        let ok = "9".repeat(MAX_INT_DIGITS);
+        assert!(parse(ok.as_bytes()).is_ok());
+        assert!(parse(format!("-{ok}").as_bytes()).is_ok());
+        let long = "9".repeat(MAX_INT_DIGITS + 1);
+        assert_eq!(kind(&long), ParseErrorKind::InvalidNumber);
+        assert_eq!(kind(&format!("[-{long}]")), ParseErrorKind::InvalidNumber);
+        // A float may have as many digits as it likes (Python: `float()`).
+        assert!(parse(format!("0.{long}").as_bytes()).is_ok());
     }
 
     #[test]
