@@ -1,1 +1,30 @@
-//! meshaudit collector (being built).
+//! meshaudit collector: the audit sink of the mesh (SPEC §6, §7).
+//!
+//! - [`config`]: flags and env variables, validated into [`config::Settings`]; `Debug` hides secrets.
+//! - [`intake`]: the ingest body as pure functions: media type, bounded gzip, NDJSON/JSON splitting.
+//! - [`prepare`]: one event → canonical JSON, recomputed hash, id, query columns, verification.
+//! - [`auth`]: API keys, admin token, idempotency scope (constant-time).
+//! - [`rate_limit`]: per-key token buckets.
+//! - [`chain`]: the storage hash chain and its verifier (pure).
+//! - [`store`]: `trait EventStore`, SQLite and PostgreSQL, the group-commit writer.
+//! - [`verify`]: whole-store verification (HTTP and CLI).
+//! - [`retain`]: archive and remove old events, leaving an anchor.
+//! - [`http`]: the router, handlers and the API error type.
+//! - [`metrics`]: Prometheus metrics with SPEC §7's names.
+//! - [`server`]: `serve` (TLS, graceful shutdown, head publication).
+//! - [`cli`]: the `verify`, `query`, `retain` and `migrate` commands.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod chain;
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod intake;
+pub mod metrics;
+pub mod prepare;
+pub mod rate_limit;
+pub mod retain;
+pub mod server;
+pub mod store;
+pub mod verify;

@@ -1,0 +1,217 @@
+//! The one-shot commands: `migrate`, `verify` (exit 0 intact, 1 broken,
+//! 2 could not check; a progress bar only on a terminal), `query` (table or
+//! NDJSON) and `retain`.
+
+use crate::config::{DbArgs, OutputFormat, QueryArgs, RetainArgs, VerifyArgs};
+use crate::http::read::EventItem;
+use crate::prepare::parse_rfc3339_us;
+use crate::retain::{parse_cutoff, retain as run_retain, verify_archives, RetainOutcome};
+use crate::server::open_store;
+use crate::store::{EventQuery, StoredEvent};
+use crate::verify::verify_store;
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+
+/// Exit code when the store could not be checked or the command failed.
+const COULD_NOT: u8 = 2;
+
+fn fail(what: &str, e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("meshaudit-collector: {what}: {e}");
+    ExitCode::from(COULD_NOT)
+}
+
+pub async fn migrate(db: &DbArgs) -> ExitCode {
+    match open_store(&db.database_url).await {
+        Ok(store) => {
+            println!("migrations applied ({})", store.backend());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail("migrate", format!("{e:#}")),
+    }
+}
+
+pub async fn verify(args: &VerifyArgs) -> ExitCode {
+    let store = match open_store(&args.db.database_url).await {
+        Ok(s) => s,
+        Err(e) => return fail("verify", format!("{e:#}")),
+    };
+    let total = store.head().await.map(|h| h.seq.max(0) as u64).unwrap_or(0);
+    let bar = if std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new(total);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{spinner} verifying {pos}/{len} events [{bar:40}] {eta}",
+        ) {
+            bar.set_style(style);
+        }
+        Some(bar)
+    } else {
+        None
+    };
+    let result = verify_store(store.as_ref(), |checked| {
+        if let Some(bar) = &bar {
+            bar.set_position(checked);
+        }
+    })
+    .await;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => return fail("verify", e),
+    };
+    if !report.ok {
+        println!(
+            "BROKEN: checked {} events; first bad seq {} ({})",
+            report.checked,
+            report.first_bad_seq.unwrap_or_default(),
+            report.reason.as_deref().unwrap_or("unknown")
+        );
+        return ExitCode::from(1);
+    }
+    if let Some(dir) = &args.archive_dir {
+        match verify_archives(store.as_ref(), dir).await {
+            Ok(None) => println!("archives in {}: intact", dir.display()),
+            Ok(Some((seq, reason))) => {
+                println!("BROKEN: archive; first bad seq {seq} ({reason})");
+                return ExitCode::from(1);
+            }
+            Err(e) => return fail("verify archives", e),
+        }
+    }
+    println!(
+        "OK: checked {} events; head seq {} chain_hash {}",
+        report.checked, report.head.seq, report.head.chain_hash
+    );
+    ExitCode::SUCCESS
+}
+
+fn event_query(args: &QueryArgs) -> Result<EventQuery, String> {
+    let f = &args.filters;
+    let time = |name: &str, v: &Option<String>| -> Result<Option<i64>, String> {
+        v.as_deref()
+            .map(|s| parse_rfc3339_us(s).ok_or(format!("--{name}: expected RFC 3339, got {s:?}")))
+            .transpose()
+    };
+    Ok(EventQuery {
+        tenant: f.tenant.clone(),
+        namespace: f.namespace.clone(),
+        pod: f.pod.clone(),
+        user: f.user.clone(),
+        method: f.method.clone(),
+        path_prefix: f.path_prefix.clone(),
+        status: f.status,
+        since_us: time("since", &f.since)?,
+        until_us: time("until", &f.until)?,
+        after: f.after,
+        limit: crate::verify::PAGE,
+    })
+}
+
+/// One table row: seq, received_at, verified, method, status, path, id.
+fn table_row(e: &StoredEvent) -> String {
+    let event = meshaudit_event::value::parse(e.canonical.as_bytes()).ok();
+    let field = |path: &[&str]| -> String {
+        event
+            .as_ref()
+            .and_then(|v| v.pointer(path))
+            .map(|v| match v {
+                meshaudit_event::value::Value::String(s) => s.clone(),
+                other => String::from_utf8_lossy(&meshaudit_event::canonical(other)).into_owned(),
+            })
+            .unwrap_or_else(|| "-".to_owned())
+    };
+    let verified = match e.verified {
+        Some(true) => "yes".to_owned(),
+        Some(false) => format!("NO:{}", e.verify_reason.as_deref().unwrap_or("?")),
+        None => "-".to_owned(),
+    };
+    format!(
+        "{:>8}  {:<32}  {:<18}  {:<7}  {:>6}  {:<30}  {}",
+        e.seq,
+        e.received_at,
+        verified,
+        field(&["httpmethod"]),
+        field(&["http", "statuscode"]),
+        field(&["action", "name"]),
+        e.id
+    )
+}
+
+pub async fn query(args: &QueryArgs) -> ExitCode {
+    let mut q = match event_query(args) {
+        Ok(q) => q,
+        Err(e) => return fail("query", e),
+    };
+    let store = match open_store(&args.db.database_url).await {
+        Ok(s) => s,
+        Err(e) => return fail("query", format!("{e:#}")),
+    };
+    let mut remaining = args.filters.limit.unwrap_or(i64::MAX);
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    if args.format == OutputFormat::Table {
+        let _ = writeln!(
+            out,
+            "{:>8}  {:<32}  {:<18}  {:<7}  {:>6}  {:<30}  id",
+            "seq", "received_at", "verified", "method", "status", "path"
+        );
+    }
+    while remaining > 0 {
+        q.limit = remaining.min(crate::verify::PAGE);
+        let page = match store.query(&q).await {
+            Ok(p) => p,
+            Err(e) => return fail("query", e),
+        };
+        let n = page.len() as i64;
+        for e in page {
+            q.after = Some(e.seq);
+            let line = match args.format {
+                OutputFormat::Table => table_row(&e),
+                OutputFormat::Ndjson => {
+                    match EventItem::try_from(e).and_then(|item| serde_json::to_string(&item)) {
+                        Ok(s) => s,
+                        Err(err) => return fail("query", err),
+                    }
+                }
+            };
+            if writeln!(out, "{line}").is_err() {
+                return ExitCode::SUCCESS; // stdout closed (e.g. `| head`)
+            }
+        }
+        remaining -= n;
+        if n < q.limit {
+            break;
+        }
+    }
+    let _ = out.flush();
+    ExitCode::SUCCESS
+}
+
+pub async fn retain(args: &RetainArgs) -> ExitCode {
+    let cutoff = match parse_cutoff(&args.before) {
+        Ok(c) => c,
+        Err(e) => return fail("retain", e),
+    };
+    let store = match open_store(&args.db.database_url).await {
+        Ok(s) => s,
+        Err(e) => return fail("retain", format!("{e:#}")),
+    };
+    match run_retain(store.as_ref(), cutoff, &args.archive, chrono::Utc::now()).await {
+        Ok(RetainOutcome::Nothing) => {
+            println!("nothing received before {} to remove", cutoff.to_rfc3339());
+            ExitCode::SUCCESS
+        }
+        Ok(RetainOutcome::Removed { anchor, archive }) => {
+            println!(
+                "removed {} events (seq < {}); archive {} sha256 {}",
+                anchor.removed,
+                anchor.first_kept_seq,
+                archive.display(),
+                anchor.archive_sha256
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail("retain", e),
+    }
+}

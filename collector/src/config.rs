@@ -1,0 +1,595 @@
+//! Configuration: the command line of `meshaudit-collector`, every option also
+//! an environment variable with the names of SPEC §7, and its validation into
+//! [`Settings`].
+//!
+//! Validation collects every problem and reports one clear line for each, so a
+//! bad deployment is fixed in one round. `Debug` of anything holding a secret
+//! prints how many secrets there are, never their bytes.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use meshaudit_event::integrity::EventKeys;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// The meshaudit collector: ingest, verify, store, query and check audit events.
+#[derive(Parser)]
+#[command(name = "meshaudit-collector", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Serve the ingest, query, verify, metrics and health endpoints.
+    Serve(Box<ServeArgs>),
+    /// Apply the database migrations (and create PostgreSQL partitions ahead), then exit.
+    Migrate(DbArgs),
+    /// Recompute every event hash and the whole chain; exit 0 intact, 1 broken, 2 could not check.
+    Verify(VerifyArgs),
+    /// Print stored events as a table or NDJSON.
+    Query(QueryArgs),
+    /// Archive events received before a date to compressed NDJSON and remove them.
+    Retain(RetainArgs),
+}
+
+/// Where the events live.
+#[derive(Args, Clone)]
+pub struct DbArgs {
+    /// `sqlite://PATH` (created if missing) or `postgres://…`.
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://meshaudit.db")]
+    pub database_url: String,
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "MESHAUDIT_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+impl fmt::Debug for DbArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DbArgs")
+            .field("database_url", &redact_url(&self.database_url))
+            .field("log_format", &self.log_format)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `serve`'s options (SPEC §7).
+#[derive(Args, Clone)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// Address to serve on.
+    #[arg(long, env = "MESHAUDIT_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: String,
+    /// Refuse requests without a listed API key (`1`/`0`/`true`/`false`).
+    #[arg(long, env = "AUDIT_RECEIVER_REQUIRE_API_KEY", default_value = "1")]
+    pub require_api_key: String,
+    /// Accepted API keys, comma-separated (a list, for rotation).
+    #[arg(long, env = "AUDIT_RECEIVER_API_KEY")]
+    pub api_key: Option<String>,
+    /// Refuse batches without a valid `X-Signature`.
+    #[arg(long, env = "AUDIT_RECEIVER_REQUIRE_SIGNATURE", default_value = "1")]
+    pub require_signature: String,
+    /// Batch HMAC secrets, comma-separated (a list, for rotation).
+    #[arg(long, env = "AUDIT_RECEIVER_SIGNING_SECRET")]
+    pub signing_secret: Option<String>,
+    /// Enforce the `X-Signature-Ts` window.
+    #[arg(long, env = "AUDIT_RECEIVER_ENFORCE_TS", default_value = "1")]
+    pub enforce_ts: String,
+    /// Allowed clock skew of `X-Signature-Ts`, in seconds, future as past.
+    #[arg(long, env = "AUDIT_RECEIVER_TS_SKEW_SEC", default_value = "300")]
+    pub ts_skew_sec: String,
+    /// How long an `X-Idempotency-Key` is remembered, in seconds.
+    #[arg(long, env = "AUDIT_RECEIVER_IDEMP_TTL_SEC", default_value = "60")]
+    pub idemp_ttl_sec: String,
+    /// Event signature keys, `keyid=secret` comma-separated (split on the first `=`).
+    #[arg(long, env = "AUDIT_RECEIVER_EVENT_KEYS")]
+    pub event_keys: Option<String>,
+    /// Refuse a whole batch with 422 when one of its events fails verification.
+    #[arg(long, env = "AUDIT_RECEIVER_REJECT_UNVERIFIED", default_value = "0")]
+    pub reject_unverified: String,
+    /// Largest body accepted, in bytes, on the wire and after decompression.
+    #[arg(long, env = "MESHAUDIT_MAX_BODY_BYTES", default_value = "4194304")]
+    pub max_body_bytes: String,
+    /// Requests per second allowed per API key (burst: twice the rate); 0 turns it off.
+    #[arg(long, env = "MESHAUDIT_RATE_LIMIT_RPS", default_value = "0")]
+    pub rate_limit_rps: String,
+    /// Token for the read and verify endpoints (`Authorization: Bearer …` or `X-Admin-Token`).
+    #[arg(long, env = "MESHAUDIT_ADMIN_TOKEN")]
+    pub admin_token: Option<String>,
+    /// PEM certificate chain: serve HTTPS.
+    #[arg(long, env = "MESHAUDIT_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of the certificate.
+    #[arg(long, env = "MESHAUDIT_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA bundle: require client certificates signed by it (mTLS).
+    #[arg(long, env = "MESHAUDIT_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+}
+
+impl fmt::Debug for ServeArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ServeArgs { .. secrets hidden .. }")
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// Also re-check the archive files named in the retention log, looked up in this directory.
+    #[arg(long)]
+    pub archive_dir: Option<PathBuf>,
+}
+
+/// Query filters (SPEC §7 `GET /v1/events`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct QueryFilterArgs {
+    #[arg(long)]
+    pub tenant: Option<String>,
+    #[arg(long)]
+    pub namespace: Option<String>,
+    #[arg(long)]
+    pub pod: Option<String>,
+    #[arg(long)]
+    pub user: Option<String>,
+    #[arg(long)]
+    pub method: Option<String>,
+    #[arg(long)]
+    pub path_prefix: Option<String>,
+    #[arg(long)]
+    pub status: Option<i64>,
+    /// RFC 3339, on the event `timestamp`.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// RFC 3339, on the event `timestamp`.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Exclusive `seq` cursor.
+    #[arg(long)]
+    pub after: Option<i64>,
+    /// How many events at most (all of them when not given).
+    #[arg(long)]
+    pub limit: Option<i64>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct QueryArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    pub filters: QueryFilterArgs,
+    /// `table` or `ndjson`.
+    #[arg(long, default_value = "table")]
+    pub format: OutputFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Ndjson,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RetainArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// Remove events received before this date (RFC 3339, or `YYYY-MM-DD` meaning midnight UTC).
+    #[arg(long)]
+    pub before: String,
+    /// Directory the gzip-compressed NDJSON archive is written to.
+    #[arg(long)]
+    pub archive: PathBuf,
+}
+
+/// A secret string: its bytes are used as they are (SPEC §5), `Debug` hides them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// TLS files; mTLS when `client_ca` is set.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
+}
+
+/// Validated `serve` settings.
+#[derive(Clone)]
+pub struct Settings {
+    pub database_url: String,
+    pub listen: SocketAddr,
+    pub require_api_key: bool,
+    pub api_keys: Vec<Secret>,
+    pub require_signature: bool,
+    pub signing_secrets: Vec<Vec<u8>>,
+    pub enforce_ts: bool,
+    pub ts_skew_secs: i64,
+    pub idemp_ttl_secs: i64,
+    pub event_keys: EventKeys,
+    pub reject_unverified: bool,
+    pub max_body_bytes: usize,
+    pub rate_limit_rps: f64,
+    pub admin_token: Option<Secret>,
+    pub tls: Option<TlsFiles>,
+    pub log_format: LogFormat,
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("database_url", &redact_url(&self.database_url))
+            .field("listen", &self.listen)
+            .field("require_api_key", &self.require_api_key)
+            .field("api_keys", &format_args!("{} hidden", self.api_keys.len()))
+            .field("require_signature", &self.require_signature)
+            .field(
+                "signing_secrets",
+                &format_args!("{} hidden", self.signing_secrets.len()),
+            )
+            .field("enforce_ts", &self.enforce_ts)
+            .field("ts_skew_secs", &self.ts_skew_secs)
+            .field("idemp_ttl_secs", &self.idemp_ttl_secs)
+            .field("event_keys", &self.event_keys)
+            .field("reject_unverified", &self.reject_unverified)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("rate_limit_rps", &self.rate_limit_rps)
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "hidden"))
+            .field("tls", &self.tls)
+            .field("log_format", &self.log_format)
+            .finish()
+    }
+}
+
+/// Every problem found in the configuration, one line each.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n{}", .problems.join("\n"))]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
+/// `1`/`0`/`true`/`false` (case-insensitive, spaces trimmed).
+pub fn parse_bool(s: &str) -> Option<bool> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" => Some(true),
+        "0" | "false" => Some(false),
+        _ => None,
+    }
+}
+
+/// A comma-separated list, entries trimmed, empty entries dropped.
+pub fn parse_list(s: Option<&str>) -> Vec<String> {
+    s.unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `keyid=secret` entries, each split on its first `=`.
+pub fn parse_event_keys(s: Option<&str>) -> Result<Vec<(String, Vec<u8>)>, String> {
+    parse_list(s)
+        .into_iter()
+        .map(|entry| match entry.split_once('=') {
+            Some((id, secret)) if !id.trim().is_empty() && !secret.is_empty() => {
+                Ok((id.trim().to_owned(), secret.as_bytes().to_vec()))
+            }
+            _ => Err(
+                "AUDIT_RECEIVER_EVENT_KEYS: every entry must be keyid=secret (an entry is not)"
+                    .to_owned(),
+            ),
+        })
+        .collect()
+}
+
+/// The database URL with any password replaced, for logs and `Debug`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            if userinfo.contains(':') {
+                format!("{scheme}://{user}:***@{host}{path}")
+            } else {
+                format!("{scheme}://{user}@{host}{path}")
+            }
+        }
+        None => url.to_owned(),
+    }
+}
+
+impl ServeArgs {
+    /// Checks every option; all problems at once, one line each.
+    pub fn validate(&self) -> Result<Settings, ConfigError> {
+        let mut problems = Vec::new();
+        let flag = |name: &str, v: &str, problems: &mut Vec<String>| -> bool {
+            parse_bool(v).unwrap_or_else(|| {
+                problems.push(format!("{name}: expected 1, 0, true or false, got {v:?}"));
+                false
+            })
+        };
+        let require_api_key = flag(
+            "AUDIT_RECEIVER_REQUIRE_API_KEY",
+            &self.require_api_key,
+            &mut problems,
+        );
+        let require_signature = flag(
+            "AUDIT_RECEIVER_REQUIRE_SIGNATURE",
+            &self.require_signature,
+            &mut problems,
+        );
+        let enforce_ts = flag("AUDIT_RECEIVER_ENFORCE_TS", &self.enforce_ts, &mut problems);
+        let reject_unverified = flag(
+            "AUDIT_RECEIVER_REJECT_UNVERIFIED",
+            &self.reject_unverified,
+            &mut problems,
+        );
+
+        let listen = self
+            .listen
+            .trim()
+            .parse::<SocketAddr>()
+            .unwrap_or_else(|_| {
+                problems.push(format!(
+                    "MESHAUDIT_LISTEN: expected HOST:PORT with an IP address, got {:?}",
+                    self.listen
+                ));
+                SocketAddr::from(([0, 0, 0, 0], 8080))
+            });
+
+        let api_keys: Vec<Secret> = parse_list(self.api_key.as_deref())
+            .into_iter()
+            .map(Secret)
+            .collect();
+        if require_api_key && api_keys.is_empty() {
+            problems.push(
+                "AUDIT_RECEIVER_API_KEY: no key configured while AUDIT_RECEIVER_REQUIRE_API_KEY is on (set a key, or set AUDIT_RECEIVER_REQUIRE_API_KEY=0)".to_owned(),
+            );
+        }
+        let signing_secrets: Vec<Vec<u8>> = parse_list(self.signing_secret.as_deref())
+            .into_iter()
+            .map(String::into_bytes)
+            .collect();
+        if require_signature && signing_secrets.is_empty() {
+            problems.push(
+                "AUDIT_RECEIVER_SIGNING_SECRET: no secret configured while AUDIT_RECEIVER_REQUIRE_SIGNATURE is on (set a secret, or set AUDIT_RECEIVER_REQUIRE_SIGNATURE=0)".to_owned(),
+            );
+        }
+
+        let number = |name: &str, v: &str, min: i64, problems: &mut Vec<String>| -> i64 {
+            match v.trim().parse::<i64>() {
+                Ok(n) if n >= min => n,
+                _ => {
+                    problems.push(format!(
+                        "{name}: expected a whole number ≥ {min}, got {v:?}"
+                    ));
+                    min
+                }
+            }
+        };
+        let ts_skew_secs = number(
+            "AUDIT_RECEIVER_TS_SKEW_SEC",
+            &self.ts_skew_sec,
+            0,
+            &mut problems,
+        );
+        let idemp_ttl_secs = number(
+            "AUDIT_RECEIVER_IDEMP_TTL_SEC",
+            &self.idemp_ttl_sec,
+            0,
+            &mut problems,
+        );
+        let max_body_bytes = number(
+            "MESHAUDIT_MAX_BODY_BYTES",
+            &self.max_body_bytes,
+            1,
+            &mut problems,
+        ) as usize;
+        let rate_limit_rps = match self.rate_limit_rps.trim().parse::<f64>() {
+            Ok(r) if r.is_finite() && r >= 0.0 => r,
+            _ => {
+                problems.push(format!(
+                    "MESHAUDIT_RATE_LIMIT_RPS: expected a number ≥ 0, got {:?}",
+                    self.rate_limit_rps
+                ));
+                0.0
+            }
+        };
+
+        let event_keys = match parse_event_keys(self.event_keys.as_deref()) {
+            Ok(keys) if keys.is_empty() => EventKeys::new(
+                signing_secrets
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| (format!("signing-secret-{}", i + 1), s.clone())),
+            ),
+            Ok(keys) => EventKeys::new(keys),
+            Err(p) => {
+                problems.push(p);
+                EventKeys::default()
+            }
+        };
+
+        let admin_token = self
+            .admin_token
+            .as_deref()
+            .filter(|t| !t.trim().is_empty())
+            .map(|t| Secret(t.to_owned()));
+
+        let tls = match (&self.tls_cert, &self.tls_key, &self.tls_client_ca) {
+            (None, None, None) => None,
+            (Some(cert), Some(key), client_ca) => {
+                for (name, p) in [
+                    ("MESHAUDIT_TLS_CERT", Some(cert)),
+                    ("MESHAUDIT_TLS_KEY", Some(key)),
+                    ("MESHAUDIT_TLS_CLIENT_CA", client_ca.as_ref()),
+                ] {
+                    if let Some(p) = p {
+                        if !p.is_file() {
+                            problems
+                                .push(format!("{name}: {} is not a readable file", p.display()));
+                        }
+                    }
+                }
+                Some(TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    client_ca: client_ca.clone(),
+                })
+            }
+            _ => {
+                problems.push(
+                    "MESHAUDIT_TLS_CERT and MESHAUDIT_TLS_KEY: both are needed for TLS (and MESHAUDIT_TLS_CLIENT_CA only with them)".to_owned(),
+                );
+                None
+            }
+        };
+
+        let url = self.db.database_url.trim();
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            problems.push(format!(
+                "DATABASE_URL: expected sqlite://PATH or postgres://…, got {:?}",
+                redact_url(url)
+            ));
+        }
+
+        if !problems.is_empty() {
+            return Err(ConfigError { problems });
+        }
+        Ok(Settings {
+            database_url: url.to_owned(),
+            listen,
+            require_api_key,
+            api_keys,
+            require_signature,
+            signing_secrets,
+            enforce_ts,
+            ts_skew_secs,
+            idemp_ttl_secs,
+            event_keys,
+            reject_unverified,
+            max_body_bytes,
+            rate_limit_rps,
+            admin_token,
+            tls,
+            log_format: self.db.log_format,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> ServeArgs {
+        let mut argv = vec!["meshaudit-collector", "serve"];
+        argv.extend_from_slice(extra);
+        match Cli::try_parse_from(argv) {
+            Ok(Cli {
+                command: Command::Serve(a),
+            }) => *a,
+            Ok(_) => panic!("not serve"),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn defaults_require_key_and_secret() {
+        let a = ServeArgs {
+            api_key: None,
+            signing_secret: None,
+            ..args(&["--api-key", "k", "--signing-secret", "s"])
+        };
+        let err = a.validate().unwrap_err();
+        assert_eq!(err.problems.len(), 2, "{err}");
+        assert!(err.problems[0].starts_with("AUDIT_RECEIVER_API_KEY"));
+        assert!(err.problems[1].starts_with("AUDIT_RECEIVER_SIGNING_SECRET"));
+    }
+
+    #[test]
+    fn one_line_per_problem() {
+        let a = args(&[
+            "--api-key",
+            "k",
+            "--signing-secret",
+            "s",
+            "--enforce-ts",
+            "yes",
+            "--ts-skew-sec",
+            "-1",
+            "--listen",
+            "nowhere",
+        ]);
+        let err = a.validate().unwrap_err();
+        assert_eq!(err.problems.len(), 3, "{err}");
+        assert!(err.to_string().contains("AUDIT_RECEIVER_ENFORCE_TS"));
+    }
+
+    #[test]
+    fn lists_trim_and_event_keys_split_on_first_equals() {
+        let a = args(&[
+            "--api-key",
+            " a , b ,",
+            "--signing-secret",
+            "s1,s2",
+            "--event-keys",
+            "k1=abc=def, default = x",
+        ]);
+        let s = a.validate().unwrap();
+        assert_eq!(s.api_keys, vec![Secret("a".into()), Secret("b".into())]);
+        assert_eq!(s.signing_secrets, vec![b"s1".to_vec(), b"s2".to_vec()]);
+        let keys = parse_event_keys(Some("k1=abc=def, default = x")).unwrap();
+        assert_eq!(keys[0], ("k1".to_owned(), b"abc=def".to_vec()));
+        assert_eq!(keys[1], ("default".to_owned(), b" x".to_vec()));
+    }
+
+    #[test]
+    fn debug_hides_secrets() {
+        let a = args(&[
+            "--api-key",
+            "topsecretkey",
+            "--signing-secret",
+            "hmacsecret",
+            "--admin-token",
+            "admintok",
+            "--database-url",
+            "postgres://u:pw123@h/db",
+        ]);
+        let s = a.validate().unwrap();
+        let dbg = format!("{s:?} {a:?}");
+        for secret in ["topsecretkey", "hmacsecret", "admintok", "pw123"] {
+            assert!(!dbg.contains(secret), "{secret} leaked in {dbg}");
+        }
+    }
+
+    #[test]
+    fn booleans() {
+        assert_eq!(parse_bool("TRUE"), Some(true));
+        assert_eq!(parse_bool(" 0 "), Some(false));
+        assert_eq!(parse_bool("yes"), None);
+    }
+}

@@ -1,0 +1,161 @@
+//! The HTTP API: [`router`] merges the ingest ([`ingest`]), read and verify
+//! ([`read`]) and operational ([`health`]) routes over one [`AppState`].
+//! [`ApiError`] is the one error type answered to clients (SPEC §6 bodies).
+
+pub mod health;
+pub mod ingest;
+pub mod read;
+
+use crate::config::Settings;
+use crate::metrics::Metrics;
+use crate::rate_limit::RateLimiter;
+use crate::store::writer::Writer;
+use crate::store::DynStore;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Everything a handler needs; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub store: DynStore,
+    pub writer: Writer,
+    pub metrics: Arc<Metrics>,
+    pub rate_limiter: Arc<RateLimiter>,
+    pub inflight: Arc<InflightKeys>,
+}
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(ingest::router())
+        .merge(read::router())
+        .merge(health::router())
+        .layer(DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+/// A refusal or failure, answered as `{"error", "message", "line"?, "lines"?}`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    /// Machine-readable reason (the metric reason for ingest refusals).
+    pub error: &'static str,
+    pub message: String,
+    pub line: Option<usize>,
+    pub lines: Option<Vec<usize>>,
+    pub retry_after_secs: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    line: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lines: Option<&'a [usize]>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, error: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            error,
+            message: message.into(),
+            line: None,
+            lines: None,
+            retry_after_secs: None,
+        }
+    }
+
+    pub fn unauthorized_admin() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "admin_token",
+            "this endpoint needs the admin token (Authorization: Bearer … or X-Admin-Token)",
+        )
+    }
+
+    /// A store failure: logged in full, answered generically.
+    pub fn store_unavailable(detail: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %detail, "store unavailable");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "the event store is unavailable; retry later",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: self.error,
+            message: &self.message,
+            line: self.line,
+            lines: self.lines.as_deref(),
+        };
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after_secs {
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                response.headers_mut().insert("retry-after", v);
+            }
+        }
+        response
+    }
+}
+
+/// Idempotency keys whose first request is still being processed here: a
+/// second request with the same key waits for the first, then answers as a
+/// replay (replicas are serialised by the store's lock instead).
+#[derive(Default)]
+pub struct InflightKeys {
+    keys: Mutex<HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Held while a request with an idempotency key is processed.
+pub struct InflightGuard {
+    owner: Arc<InflightKeys>,
+    key: (String, String),
+    lock: Arc<tokio::sync::Mutex<()>>,
+    _held: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl InflightKeys {
+    pub async fn acquire(self: &Arc<Self>, scope: &str, key: &str) -> InflightGuard {
+        let k = (scope.to_owned(), key.to_owned());
+        let lock = {
+            let mut keys = match self.keys.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            keys.entry(k.clone()).or_default().clone()
+        };
+        let held = lock.clone().lock_owned().await;
+        InflightGuard {
+            owner: self.clone(),
+            key: k,
+            lock,
+            _held: held,
+        }
+    }
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        let mut keys = match self.owner.keys.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        // The map, this guard's `lock` and the held guard: nobody else waits.
+        if Arc::strong_count(&self.lock) <= 3 {
+            keys.remove(&self.key);
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! Retention (`retain --before DATE --archive DIR`): the only way rows leave
+//! the store. Events received before the cutoff are checked against the chain,
+//! written to a gzip-compressed NDJSON archive (each line the row with its
+//! `seq`, hashes and the event), fsynced, and then removed in one transaction
+//! that first appends an anchor to `retention_log`: the first kept `seq`, the
+//! chain hash before it and the archive's SHA-256. `verify` starts from the
+//! newest anchor and can re-check the archives.
+
+use crate::chain::{ChainHead, ChainRow, ChainVerifier};
+use crate::store::{format_time, EventStore, RetentionAnchor, StoreError, StoredEvent};
+use crate::verify::PAGE;
+use chrono::{DateTime, NaiveDate, Utc};
+use flate2::write::GzEncoder;
+use meshaudit_event::integrity::sha256_hex;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::io::{BufRead, Read, Write};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RetainError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("archive {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the chain is broken at seq {seq} ({reason}); run verify, nothing was removed")]
+    Broken { seq: i64, reason: String },
+    #[error("--before: expected RFC 3339 or YYYY-MM-DD, got {0:?}")]
+    BadDate(String),
+}
+
+/// What `retain` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RetainOutcome {
+    Nothing,
+    Removed {
+        anchor: RetentionAnchor,
+        archive: PathBuf,
+    },
+}
+
+/// One archive line.
+#[derive(Serialize, Deserialize)]
+pub struct ArchivedRow {
+    pub seq: i64,
+    pub id: String,
+    pub received_at: String,
+    pub verified: Option<bool>,
+    pub verify_reason: Option<String>,
+    pub event_hash: String,
+    pub chain_hash: String,
+    pub event: Box<RawValue>,
+}
+
+/// `--before`: RFC 3339, or a date meaning midnight UTC.
+pub fn parse_cutoff(s: &str) -> Result<DateTime<Utc>, RetainError> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s.trim()) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+        .ok_or_else(|| RetainError::BadDate(s.to_owned()))
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RetainError + '_ {
+    move |source| RetainError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Archives and removes every event received before `cutoff`.
+pub async fn retain(
+    store: &dyn EventStore,
+    cutoff: DateTime<Utc>,
+    dir: &Path,
+    now: DateTime<Utc>,
+) -> Result<RetainOutcome, RetainError> {
+    let first_kept = store.first_seq_received_from(cutoff).await?;
+    let anchor = match store.retention_anchor().await? {
+        Some(a) => a.as_head(),
+        None => ChainHead::genesis(),
+    };
+    if first_kept <= anchor.seq + 1 {
+        return Ok(RetainOutcome::Nothing);
+    }
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let name = format!(
+        "meshaudit-events-{:012}-{:012}.ndjson.gz",
+        anchor.seq + 1,
+        first_kept - 1
+    );
+    let final_path = dir.join(&name);
+    let tmp_path = dir.join(format!(".{name}.tmp"));
+    let file = std::fs::File::create(&tmp_path).map_err(io_err(&tmp_path))?;
+    let mut gz = GzEncoder::new(
+        std::io::BufWriter::new(file),
+        flate2::Compression::default(),
+    );
+
+    let mut verifier = ChainVerifier::new(anchor);
+    let mut after = 0;
+    'pages: loop {
+        let rows = store.scan(after, PAGE).await?;
+        if rows.is_empty() {
+            break;
+        }
+        for row in rows {
+            if row.seq >= first_kept {
+                break 'pages;
+            }
+            feed(&mut verifier, &row)?;
+            after = row.seq;
+            let line = archived(row).map_err(|e| RetainError::Io {
+                path: tmp_path.clone(),
+                source: std::io::Error::other(e),
+            })?;
+            gz.write_all(line.as_bytes()).map_err(io_err(&tmp_path))?;
+            gz.write_all(b"\n").map_err(io_err(&tmp_path))?;
+        }
+    }
+    if verifier.head().seq != first_kept - 1 {
+        let _ = std::fs::remove_file(&tmp_path);
+        return Err(RetainError::Broken {
+            seq: verifier.head().seq + 1,
+            reason: "missing_event".to_owned(),
+        });
+    }
+    let writer = gz.finish().map_err(io_err(&tmp_path))?;
+    let file = writer
+        .into_inner()
+        .map_err(|e| io_err(&tmp_path)(e.into_error()))?;
+    file.sync_all().map_err(io_err(&tmp_path))?;
+    drop(file);
+    std::fs::rename(&tmp_path, &final_path).map_err(io_err(&final_path))?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    let archive_sha256 = sha256_file(&final_path)?;
+    let anchor = RetentionAnchor {
+        first_kept_seq: first_kept,
+        prev_chain_hash: verifier.head().chain_hash.clone(),
+        archive_sha256,
+        archive_name: name,
+        removed: verifier.checked() as i64,
+        created_at: format_time(now),
+    };
+    store.remove_before(&anchor).await?;
+    Ok(RetainOutcome::Removed {
+        anchor,
+        archive: final_path,
+    })
+}
+
+fn feed(verifier: &mut ChainVerifier, row: &StoredEvent) -> Result<(), RetainError> {
+    verifier
+        .feed(&ChainRow {
+            seq: row.seq,
+            id: &row.id,
+            event_hash: &row.event_hash,
+            chain_hash: &row.chain_hash,
+            canonical: row.canonical.as_bytes(),
+        })
+        .map_err(|b| RetainError::Broken {
+            seq: b.seq,
+            reason: b.reason,
+        })
+}
+
+fn archived(row: StoredEvent) -> Result<String, serde_json::Error> {
+    serde_json::to_string(&ArchivedRow {
+        seq: row.seq,
+        id: row.id,
+        received_at: row.received_at,
+        verified: row.verified,
+        verify_reason: row.verify_reason,
+        event_hash: row.event_hash,
+        chain_hash: row.chain_hash,
+        event: RawValue::from_string(row.canonical)?,
+    })
+}
+
+fn sha256_file(path: &Path) -> Result<String, RetainError> {
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .map_err(io_err(path))?;
+    Ok(sha256_hex(&bytes))
+}
+
+/// Re-checks the archives of every retention anchor (found in `dir`): the
+/// file's SHA-256 and the chain inside it, from the previous anchor to this
+/// one. `Ok(None)` when all are intact, else the first break.
+pub async fn verify_archives(
+    store: &dyn EventStore,
+    dir: &Path,
+) -> Result<Option<(i64, String)>, RetainError> {
+    let mut prev = ChainHead::genesis();
+    for anchor in store.retention_log().await? {
+        let path = dir.join(&anchor.archive_name);
+        if sha256_file(&path)? != anchor.archive_sha256 {
+            return Ok(Some((prev.seq + 1, "archive_sha256_mismatch".to_owned())));
+        }
+        let file = std::fs::File::open(&path).map_err(io_err(&path))?;
+        let reader = std::io::BufReader::new(flate2::read::MultiGzDecoder::new(file));
+        let mut verifier = ChainVerifier::new(prev.clone());
+        for line in reader.lines() {
+            let line = line.map_err(io_err(&path))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let row: ArchivedRow = match serde_json::from_str(&line) {
+                Ok(r) => r,
+                Err(_) => {
+                    return Ok(Some((
+                        verifier.head().seq + 1,
+                        "archive_malformed".to_owned(),
+                    )))
+                }
+            };
+            let canonical = row.event.get().to_owned();
+            if let Err(b) = verifier.feed(&ChainRow {
+                seq: row.seq,
+                id: &row.id,
+                event_hash: &row.event_hash,
+                chain_hash: &row.chain_hash,
+                canonical: canonical.as_bytes(),
+            }) {
+                return Ok(Some((b.seq, b.reason)));
+            }
+        }
+        let end = anchor.as_head();
+        if verifier.head() != &end {
+            return Ok(Some((
+                verifier.head().seq + 1,
+                "archive_does_not_reach_anchor".to_owned(),
+            )));
+        }
+        prev = end;
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cutoff_dates() {
+        assert_eq!(
+            parse_cutoff("2026-02-03").unwrap().to_rfc3339(),
+            "2026-02-03T00:00:00+00:00"
+        );
+        assert!(parse_cutoff("2026-02-03T04:05:06+02:00").is_ok());
+        assert!(parse_cutoff("last week").is_err());
+    }
+}

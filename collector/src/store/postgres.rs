@@ -1,0 +1,440 @@
+//! The PostgreSQL [`EventStore`] for production. Every pooled connection sets
+//! `synchronous_commit = on`; connecting refuses a server with `fsync = off`.
+//! Appends take `pg_advisory_xact_lock(APPEND_LOCK)` first, so several
+//! collector replicas on one database keep one total order of `seq` and one
+//! chain; `seq` never comes from a SEQUENCE (a rolled-back transaction would
+//! leave a gap). Events are partitioned by month of `received_at`, partitions
+//! created ahead ([`EventStore::prepare_partitions`]), plus a DEFAULT one.
+
+use super::{
+    format_time, BatchAnswer, BatchPlan, BatchWrite, EventQuery, EventStore, IdempotencyRecord,
+    RetentionAnchor, StoreError, StoredEvent, WriteOutcome,
+};
+use crate::chain::{next_chain_hash, ChainHead};
+use async_trait::async_trait;
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Executor, PgPool, Postgres, QueryBuilder, Row};
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The advisory lock every append (and partition creation) holds: "mesh" in ASCII.
+pub const APPEND_LOCK: i64 = 0x6d65_7368;
+
+/// Months of partitions kept ready beyond the current one.
+pub const PARTITIONS_AHEAD: u32 = 2;
+
+const EVENT_COLUMNS: &str =
+    "seq, id, received_at, verified, verify_reason, event_hash, chain_hash, canonical";
+
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(url)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(10)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    conn.execute("SET synchronous_commit = on").await?;
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        let fsync: String = sqlx::query_scalar("SHOW fsync").fetch_one(&pool).await?;
+        if fsync.trim() != "on" {
+            return Err(StoreError::Refused(
+                "the PostgreSQL server runs with fsync = off: commits would not be durable; refusing to start".to_owned(),
+            ));
+        }
+        Ok(Self { pool })
+    }
+
+    /// The pool, for tests that play the attacker.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+/// `(name, from, to)` of the monthly partition holding `month`.
+pub fn partition_for(year: i32, month: u32) -> Option<(String, NaiveDate, NaiveDate)> {
+    let from = NaiveDate::from_ymd_opt(year, month, 1)?;
+    let to = if month == 12 {
+        NaiveDate::from_ymd_opt(year + 1, 1, 1)?
+    } else {
+        NaiveDate::from_ymd_opt(year, month + 1, 1)?
+    };
+    Some((format!("events_p{year:04}_{month:02}"), from, to))
+}
+
+fn row_to_event(row: &sqlx::postgres::PgRow) -> Result<StoredEvent, sqlx::Error> {
+    let received_at: DateTime<Utc> = row.try_get("received_at")?;
+    Ok(StoredEvent {
+        seq: row.try_get("seq")?,
+        id: row.try_get("id")?,
+        received_at: format_time(received_at),
+        verified: row.try_get("verified")?,
+        verify_reason: row.try_get("verify_reason")?,
+        event_hash: row.try_get("event_hash")?,
+        chain_hash: row.try_get("chain_hash")?,
+        canonical: row.try_get("canonical")?,
+    })
+}
+
+fn answer_from_json(s: &str) -> BatchAnswer {
+    serde_json::from_str(s).unwrap_or_default()
+}
+
+#[async_trait]
+impl EventStore for PgStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        // sqlx's migrator holds a PostgreSQL advisory lock while it runs, so
+        // replicas starting together migrate once.
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn prepare_partitions(&self, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(APPEND_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        let (mut year, mut month) = (now.year(), now.month());
+        for _ in 0..=PARTITIONS_AHEAD {
+            if let Some((name, from, to)) = partition_for(year, month) {
+                let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+                    .bind(&name)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if !exists {
+                    tx.execute(
+                        format!(
+                            "CREATE TABLE {name} PARTITION OF events FOR VALUES FROM ('{from} 00:00:00+00') TO ('{to} 00:00:00+00')"
+                        )
+                        .as_str(),
+                    )
+                    .await?;
+                    tx.execute(
+                        format!(
+                            "CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON {name} FOR EACH STATEMENT EXECUTE FUNCTION meshaudit_refuse()"
+                        )
+                        .as_str(),
+                    )
+                    .await?;
+                }
+            }
+            if month == 12 {
+                year += 1;
+                month = 1;
+            } else {
+                month += 1;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn append_batches(
+        &self,
+        batches: &[BatchWrite],
+        now: DateTime<Utc>,
+        idempotency_ttl_secs: i64,
+    ) -> Result<Vec<WriteOutcome>, StoreError> {
+        let now_us = now.timestamp_micros();
+        let expires_us = now_us.saturating_add(idempotency_ttl_secs.saturating_mul(1_000_000));
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(APPEND_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        // After the lock, under READ COMMITTED, every statement sees what the
+        // previous holder committed: the head, the ids, the idempotency keys.
+        let head = sqlx::query("SELECT seq, chain_hash FROM chain_head WHERE singleton = 1")
+            .fetch_one(&mut *tx)
+            .await?;
+        let mut seq: i64 = head.try_get("seq")?;
+        let mut chain: String = head.try_get("chain_hash")?;
+        let mut outcomes = Vec::with_capacity(batches.len());
+        for batch in batches {
+            if let Some(idem) = &batch.idempotency {
+                let found = sqlx::query(
+                    "SELECT body_sha256, answer FROM idempotency WHERE scope = $1 AND key = $2 AND expires_us > $3",
+                )
+                .bind(&idem.scope)
+                .bind(&idem.key)
+                .bind(now_us)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some(found) = found {
+                    let body: String = found.try_get("body_sha256")?;
+                    if body == idem.body_sha256 {
+                        let mut answer = answer_from_json(found.try_get("answer")?);
+                        answer.deduped = true;
+                        outcomes.push(WriteOutcome::Replay(answer));
+                    } else {
+                        outcomes.push(WriteOutcome::IdempotencyConflict);
+                    }
+                    continue;
+                }
+            }
+            let ids: Vec<String> = batch.events.iter().map(|e| e.id.clone()).collect();
+            let known: HashMap<String, String> =
+                sqlx::query("SELECT id, event_hash FROM event_ids WHERE id = ANY($1)")
+                    .bind(&ids)
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .iter()
+                    .map(|r| Ok((r.try_get("id")?, r.try_get("event_hash")?)))
+                    .collect::<Result<_, sqlx::Error>>()?;
+            let plan = BatchPlan::decide(&batch.events, |id| known.get(id).cloned());
+            for &i in &plan.new_events {
+                let ev = &batch.events[i];
+                seq += 1;
+                chain = next_chain_hash(&chain, seq, &ev.event_hash);
+                let canonical = String::from_utf8_lossy(&ev.canonical);
+                sqlx::query(
+                    "INSERT INTO events (seq, id, received_at, event_hash, chain_hash, verified, verify_reason, canonical, tenant, namespace, pod, user_id, method, path, status, event_time_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+                )
+                .bind(seq)
+                .bind(&ev.id)
+                .bind(now)
+                .bind(&ev.event_hash)
+                .bind(&chain)
+                .bind(ev.verification.verified())
+                .bind(ev.verification.reason())
+                .bind(canonical.as_ref())
+                .bind(&ev.index.tenant)
+                .bind(&ev.index.namespace)
+                .bind(&ev.index.pod)
+                .bind(&ev.index.user)
+                .bind(&ev.index.method)
+                .bind(&ev.index.path)
+                .bind(ev.index.status)
+                .bind(ev.index.event_time_us)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("INSERT INTO event_ids (id, event_hash, seq) VALUES ($1, $2, $3)")
+                    .bind(&ev.id)
+                    .bind(&ev.event_hash)
+                    .bind(seq)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            if let Some(idem) = &batch.idempotency {
+                let answer = serde_json::to_string(&plan.answer).unwrap_or_default();
+                sqlx::query(
+                    "INSERT INTO idempotency (scope, key, body_sha256, answer, expires_us) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (scope, key) DO UPDATE SET body_sha256 = excluded.body_sha256, answer = excluded.answer, expires_us = excluded.expires_us",
+                )
+                .bind(&idem.scope)
+                .bind(&idem.key)
+                .bind(&idem.body_sha256)
+                .bind(answer)
+                .bind(expires_us)
+                .execute(&mut *tx)
+                .await?;
+            }
+            outcomes.push(WriteOutcome::Stored {
+                answer: plan.answer,
+                conflict_ids: plan.conflict_ids,
+            });
+        }
+        sqlx::query("UPDATE chain_head SET seq = $1, chain_hash = $2 WHERE singleton = 1")
+            .bind(seq)
+            .bind(&chain)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM idempotency WHERE expires_us <= $1")
+            .bind(now_us)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    async fn idempotency_lookup(
+        &self,
+        scope: &str,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT body_sha256, answer FROM idempotency WHERE scope = $1 AND key = $2 AND expires_us > $3",
+        )
+        .bind(scope)
+        .bind(key)
+        .bind(now.timestamp_micros())
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            None => Ok(None),
+            Some(row) => Ok(Some(IdempotencyRecord {
+                body_sha256: row.try_get("body_sha256")?,
+                answer: answer_from_json(row.try_get("answer")?),
+            })),
+        }
+    }
+
+    async fn query(&self, q: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut qb: QueryBuilder<Postgres> =
+            QueryBuilder::new(format!("SELECT {EVENT_COLUMNS} FROM events WHERE true"));
+        for (column, value) in [
+            ("tenant", &q.tenant),
+            ("namespace", &q.namespace),
+            ("pod", &q.pod),
+            ("user_id", &q.user),
+        ] {
+            if let Some(v) = value {
+                qb.push(format_args!(" AND {column} = "))
+                    .push_bind(v.clone());
+            }
+        }
+        if let Some(m) = &q.method {
+            qb.push(" AND method = ").push_bind(m.to_ascii_uppercase());
+        }
+        if let Some(p) = &q.path_prefix {
+            qb.push(" AND starts_with(path, ")
+                .push_bind(p.clone())
+                .push(")");
+        }
+        if let Some(s) = q.status {
+            qb.push(" AND status = ").push_bind(s);
+        }
+        if let Some(s) = q.since_us {
+            qb.push(" AND event_time_us >= ").push_bind(s);
+        }
+        if let Some(u) = q.until_us {
+            qb.push(" AND event_time_us <= ").push_bind(u);
+        }
+        if let Some(a) = q.after {
+            qb.push(" AND seq > ").push_bind(a);
+        }
+        qb.push(" ORDER BY seq ASC LIMIT ").push_bind(q.limit);
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(row_to_event).collect::<Result<_, _>>()?)
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<StoredEvent>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE id = $1 ORDER BY seq LIMIT 1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(row_to_event).transpose()?)
+    }
+
+    async fn scan(&self, after: i64, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE seq > $1 ORDER BY seq ASC LIMIT $2"
+        ))
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(row_to_event).collect::<Result<_, _>>()?)
+    }
+
+    async fn head(&self) -> Result<ChainHead, StoreError> {
+        let row = sqlx::query("SELECT seq, chain_hash FROM chain_head WHERE singleton = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(ChainHead {
+            seq: row.try_get("seq")?,
+            chain_hash: row.try_get("chain_hash")?,
+        })
+    }
+
+    async fn retention_anchor(&self) -> Result<Option<RetentionAnchor>, StoreError> {
+        Ok(self.retention_log().await?.pop())
+    }
+
+    async fn retention_log(&self) -> Result<Vec<RetentionAnchor>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT first_kept_seq, prev_chain_hash, archive_sha256, archive_name, removed, created_at FROM retention_log ORDER BY first_kept_seq",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RetentionAnchor {
+                    first_kept_seq: r.try_get("first_kept_seq")?,
+                    prev_chain_hash: r.try_get("prev_chain_hash")?,
+                    archive_sha256: r.try_get("archive_sha256")?,
+                    archive_name: r.try_get("archive_name")?,
+                    removed: r.try_get("removed")?,
+                    created_at: r.try_get("created_at")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    async fn first_seq_received_from(&self, cutoff: DateTime<Utc>) -> Result<i64, StoreError> {
+        let seq: Option<i64> =
+            sqlx::query_scalar("SELECT min(seq) FROM events WHERE received_at >= $1")
+                .bind(cutoff)
+                .fetch_one(&self.pool)
+                .await?;
+        match seq {
+            Some(s) => Ok(s),
+            None => Ok(self.head().await?.seq + 1),
+        }
+    }
+
+    async fn remove_before(&self, anchor: &RetentionAnchor) -> Result<i64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(APPEND_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO retention_log (first_kept_seq, prev_chain_hash, archive_sha256, archive_name, removed, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(anchor.first_kept_seq)
+        .bind(&anchor.prev_chain_hash)
+        .bind(&anchor.archive_sha256)
+        .bind(&anchor.archive_name)
+        .bind(anchor.removed)
+        .bind(&anchor.created_at)
+        .execute(&mut *tx)
+        .await?;
+        let removed = sqlx::query("DELETE FROM events WHERE seq < $1")
+            .bind(anchor.first_kept_seq)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(removed as i64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_roll_over_the_year() {
+        let (name, from, to) = partition_for(2026, 12).unwrap();
+        assert_eq!(name, "events_p2026_12");
+        assert_eq!(from.to_string(), "2026-12-01");
+        assert_eq!(to.to_string(), "2027-01-01");
+    }
+}

@@ -1,0 +1,362 @@
+//! The SQLite [`EventStore`]: the embedded default (`sqlite://PATH`, created if
+//! missing), WAL with `synchronous = FULL` so a commit is on disk before the
+//! `200`. Appends run under `BEGIN IMMEDIATE`, which serialises writers even
+//! across processes sharing the file.
+
+use super::{
+    format_time, BatchAnswer, BatchPlan, BatchWrite, EventQuery, EventStore, IdempotencyRecord,
+    RetentionAnchor, StoreError, StoredEvent, WriteOutcome,
+};
+use crate::chain::{next_chain_hash, ChainHead};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+const EVENT_COLUMNS: &str =
+    "seq, id, received_at, verified, verify_reason, event_hash, chain_hash, canonical";
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10));
+        if let Some(parent) = options.get_filename().parent() {
+            if !parent.as_os_str().is_empty() && !parent.exists() {
+                std::fs::create_dir_all(parent)?;
+            }
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool })
+    }
+
+    /// The pool, for tests that play the attacker.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+fn row_to_event(row: &sqlx::sqlite::SqliteRow) -> Result<StoredEvent, sqlx::Error> {
+    Ok(StoredEvent {
+        seq: row.try_get("seq")?,
+        id: row.try_get("id")?,
+        received_at: row.try_get("received_at")?,
+        verified: row.try_get::<Option<i64>, _>("verified")?.map(|v| v != 0),
+        verify_reason: row.try_get("verify_reason")?,
+        event_hash: row.try_get("event_hash")?,
+        chain_hash: row.try_get("chain_hash")?,
+        canonical: row.try_get("canonical")?,
+    })
+}
+
+fn answer_from_json(s: &str) -> BatchAnswer {
+    serde_json::from_str(s).unwrap_or_default()
+}
+
+#[async_trait]
+impl EventStore for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn prepare_partitions(&self, _now: DateTime<Utc>) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn append_batches(
+        &self,
+        batches: &[BatchWrite],
+        now: DateTime<Utc>,
+        idempotency_ttl_secs: i64,
+    ) -> Result<Vec<WriteOutcome>, StoreError> {
+        let now_us = now.timestamp_micros();
+        let received_at = format_time(now);
+        let expires_us = now_us.saturating_add(idempotency_ttl_secs.saturating_mul(1_000_000));
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let head = sqlx::query("SELECT seq, chain_hash FROM chain_head WHERE singleton = 1")
+            .fetch_one(&mut *tx)
+            .await?;
+        let mut seq: i64 = head.try_get("seq")?;
+        let mut chain: String = head.try_get("chain_hash")?;
+        let mut outcomes = Vec::with_capacity(batches.len());
+        for batch in batches {
+            if let Some(idem) = &batch.idempotency {
+                let found = sqlx::query(
+                    "SELECT body_sha256, answer FROM idempotency WHERE scope = ? AND key = ? AND expires_us > ?",
+                )
+                .bind(&idem.scope)
+                .bind(&idem.key)
+                .bind(now_us)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some(found) = found {
+                    let body: String = found.try_get("body_sha256")?;
+                    if body == idem.body_sha256 {
+                        let mut answer = answer_from_json(found.try_get("answer")?);
+                        answer.deduped = true;
+                        outcomes.push(WriteOutcome::Replay(answer));
+                    } else {
+                        outcomes.push(WriteOutcome::IdempotencyConflict);
+                    }
+                    continue;
+                }
+            }
+            let mut known = HashMap::new();
+            for ev in &batch.events {
+                if known.contains_key(&ev.id) {
+                    continue;
+                }
+                let hash: Option<String> =
+                    sqlx::query_scalar("SELECT event_hash FROM event_ids WHERE id = ?")
+                        .bind(&ev.id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if let Some(hash) = hash {
+                    known.insert(ev.id.clone(), hash);
+                }
+            }
+            let plan = BatchPlan::decide(&batch.events, |id| known.get(id).cloned());
+            for &i in &plan.new_events {
+                let ev = &batch.events[i];
+                seq += 1;
+                chain = next_chain_hash(&chain, seq, &ev.event_hash);
+                let canonical = String::from_utf8_lossy(&ev.canonical);
+                sqlx::query(
+                    "INSERT INTO events (seq, id, received_at, received_us, event_hash, chain_hash, verified, verify_reason, canonical, tenant, namespace, pod, user_id, method, path, status, event_time_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(seq)
+                .bind(&ev.id)
+                .bind(&received_at)
+                .bind(now_us)
+                .bind(&ev.event_hash)
+                .bind(&chain)
+                .bind(ev.verification.verified().map(i64::from))
+                .bind(ev.verification.reason())
+                .bind(canonical.as_ref())
+                .bind(&ev.index.tenant)
+                .bind(&ev.index.namespace)
+                .bind(&ev.index.pod)
+                .bind(&ev.index.user)
+                .bind(&ev.index.method)
+                .bind(&ev.index.path)
+                .bind(ev.index.status)
+                .bind(ev.index.event_time_us)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("INSERT INTO event_ids (id, event_hash, seq) VALUES (?, ?, ?)")
+                    .bind(&ev.id)
+                    .bind(&ev.event_hash)
+                    .bind(seq)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            if let Some(idem) = &batch.idempotency {
+                let answer = serde_json::to_string(&plan.answer).unwrap_or_default();
+                sqlx::query(
+                    "INSERT INTO idempotency (scope, key, body_sha256, answer, expires_us) VALUES (?, ?, ?, ?, ?) \
+                     ON CONFLICT (scope, key) DO UPDATE SET body_sha256 = excluded.body_sha256, answer = excluded.answer, expires_us = excluded.expires_us",
+                )
+                .bind(&idem.scope)
+                .bind(&idem.key)
+                .bind(&idem.body_sha256)
+                .bind(answer)
+                .bind(expires_us)
+                .execute(&mut *tx)
+                .await?;
+            }
+            outcomes.push(WriteOutcome::Stored {
+                answer: plan.answer,
+                conflict_ids: plan.conflict_ids,
+            });
+        }
+        sqlx::query("UPDATE chain_head SET seq = ?, chain_hash = ? WHERE singleton = 1")
+            .bind(seq)
+            .bind(&chain)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM idempotency WHERE expires_us <= ?")
+            .bind(now_us)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    async fn idempotency_lookup(
+        &self,
+        scope: &str,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT body_sha256, answer FROM idempotency WHERE scope = ? AND key = ? AND expires_us > ?",
+        )
+        .bind(scope)
+        .bind(key)
+        .bind(now.timestamp_micros())
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            None => Ok(None),
+            Some(row) => Ok(Some(IdempotencyRecord {
+                body_sha256: row.try_get("body_sha256")?,
+                answer: answer_from_json(row.try_get("answer")?),
+            })),
+        }
+    }
+
+    async fn query(&self, q: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut qb: QueryBuilder<Sqlite> =
+            QueryBuilder::new(format!("SELECT {EVENT_COLUMNS} FROM events WHERE 1 = 1"));
+        for (column, value) in [
+            ("tenant", &q.tenant),
+            ("namespace", &q.namespace),
+            ("pod", &q.pod),
+            ("user_id", &q.user),
+        ] {
+            if let Some(v) = value {
+                qb.push(format_args!(" AND {column} = "))
+                    .push_bind(v.clone());
+            }
+        }
+        if let Some(m) = &q.method {
+            qb.push(" AND method = ").push_bind(m.to_ascii_uppercase());
+        }
+        if let Some(p) = &q.path_prefix {
+            qb.push(" AND substr(path, 1, ")
+                .push_bind(p.chars().count() as i64)
+                .push(") = ")
+                .push_bind(p.clone());
+        }
+        if let Some(s) = q.status {
+            qb.push(" AND status = ").push_bind(s);
+        }
+        if let Some(s) = q.since_us {
+            qb.push(" AND event_time_us >= ").push_bind(s);
+        }
+        if let Some(u) = q.until_us {
+            qb.push(" AND event_time_us <= ").push_bind(u);
+        }
+        if let Some(a) = q.after {
+            qb.push(" AND seq > ").push_bind(a);
+        }
+        qb.push(" ORDER BY seq ASC LIMIT ").push_bind(q.limit);
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(row_to_event).collect::<Result<_, _>>()?)
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<StoredEvent>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE id = ? ORDER BY seq LIMIT 1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(row_to_event).transpose()?)
+    }
+
+    async fn scan(&self, after: i64, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq ASC LIMIT ?"
+        ))
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(row_to_event).collect::<Result<_, _>>()?)
+    }
+
+    async fn head(&self) -> Result<ChainHead, StoreError> {
+        let row = sqlx::query("SELECT seq, chain_hash FROM chain_head WHERE singleton = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(ChainHead {
+            seq: row.try_get("seq")?,
+            chain_hash: row.try_get("chain_hash")?,
+        })
+    }
+
+    async fn retention_anchor(&self) -> Result<Option<RetentionAnchor>, StoreError> {
+        Ok(self.retention_log().await?.pop())
+    }
+
+    async fn retention_log(&self) -> Result<Vec<RetentionAnchor>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT first_kept_seq, prev_chain_hash, archive_sha256, archive_name, removed, created_at FROM retention_log ORDER BY first_kept_seq",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RetentionAnchor {
+                    first_kept_seq: r.try_get("first_kept_seq")?,
+                    prev_chain_hash: r.try_get("prev_chain_hash")?,
+                    archive_sha256: r.try_get("archive_sha256")?,
+                    archive_name: r.try_get("archive_name")?,
+                    removed: r.try_get("removed")?,
+                    created_at: r.try_get("created_at")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    async fn first_seq_received_from(&self, cutoff: DateTime<Utc>) -> Result<i64, StoreError> {
+        let seq: Option<i64> =
+            sqlx::query_scalar("SELECT MIN(seq) FROM events WHERE received_us >= ?")
+                .bind(cutoff.timestamp_micros())
+                .fetch_one(&self.pool)
+                .await?;
+        match seq {
+            Some(s) => Ok(s),
+            None => Ok(self.head().await?.seq + 1),
+        }
+    }
+
+    async fn remove_before(&self, anchor: &RetentionAnchor) -> Result<i64, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query(
+            "INSERT INTO retention_log (first_kept_seq, prev_chain_hash, archive_sha256, archive_name, removed, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(anchor.first_kept_seq)
+        .bind(&anchor.prev_chain_hash)
+        .bind(&anchor.archive_sha256)
+        .bind(&anchor.archive_name)
+        .bind(anchor.removed)
+        .bind(&anchor.created_at)
+        .execute(&mut *tx)
+        .await?;
+        let removed = sqlx::query("DELETE FROM events WHERE seq < ?")
+            .bind(anchor.first_kept_seq)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(removed as i64)
+    }
+}
