@@ -168,6 +168,27 @@ def kustomizations() -> list[Path]:
     return sorted(p.parent for p in K8S.rglob("kustomization.yaml"))
 
 
+def is_component(directory: Path) -> bool:
+    doc = yaml.safe_load((directory / "kustomization.yaml").read_text(encoding="utf-8")) or {}
+    return doc.get("kind") == "Component"
+
+
+def kustomize_component(directory: Path) -> list[dict]:
+    """A Component renders only inside a kustomization: apply it to k8s/base."""
+    with tempfile.TemporaryDirectory(prefix="meshaudit-validate-component-") as tmp:
+        # kustomize refuses absolute paths: work on a copy of k8s/ with the wrapper inside it.
+        tree = Path(tmp) / "k8s"
+        shutil.copytree(K8S, tree)
+        wrapper = tree / "component-check"
+        wrapper.mkdir()
+        (wrapper / "kustomization.yaml").write_text(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+            "resources:\n  - ../base\n"
+            f"components:\n  - ../{directory.relative_to(K8S).as_posix()}\n",
+            encoding="utf-8")
+        return kustomize(wrapper)
+
+
 def obj_name(obj: dict) -> str:
     meta = obj.get("metadata") or {}
     ns = meta.get("namespace")
@@ -1001,8 +1022,12 @@ def main() -> int:
     for directory in kustomizations():
         rel = str(directory.relative_to(ROOT))
         try:
-            renders[rel] = kustomize(directory)
-            report.ok(f"kustomize {rel}", f"{len(renders[rel])} objects")
+            if is_component(directory):
+                renders[rel] = kustomize_component(directory)
+                report.ok(f"kustomize {rel}", f"component, on k8s/base: {len(renders[rel])} objects")
+            else:
+                renders[rel] = kustomize(directory)
+                report.ok(f"kustomize {rel}", f"{len(renders[rel])} objects")
         except (ValueError, subprocess.TimeoutExpired) as e:
             report.fail(f"kustomize {rel}", str(e))
 
