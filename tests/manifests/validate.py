@@ -15,7 +15,9 @@ What is checked, one output line per checked object, then "N passed, M failed":
   kube-state-metrics), with the rejection reasons of SPEC §7.
 - Policy: workloads run non-root with a read-only root filesystem, no privilege escalation, all
   capabilities dropped, requests and limits; no Secret carries data; selectors of Services,
-  PodDisruptionBudgets and NetworkPolicies select a pod of the same rendering.
+  PodDisruptionBudgets and NetworkPolicies select a pod of the same rendering; the collector's
+  Deployment has /healthz and /readyz probes, a SIGTERM grace period, its secrets from Secrets,
+  and on SQLite one replica, strategy Recreate, a PersistentVolumeClaim and no PDB.
 - Consistency: collector env names are SPEC §7's; filter configuration keys are SPEC §8's; the
   EnvoyFilter and WasmPlugin configure the filter the same way; neither selects the collector's
   pods; the WasmPlugin fails open, pins a sha256 and only reads env vars an injected istio-proxy
@@ -674,6 +676,45 @@ def collector_env_problems(objs: list[dict]) -> list[str]:
     return problems
 
 
+def collector_shape_problems(rel: str, objs: list[dict]) -> list[str]:
+    """Issue 7's requirements on the collector's Deployment, per rendering."""
+    deployment = next((o for o in objs if o.get("kind") == "Deployment"
+                       and o["metadata"]["name"] == COLLECTOR_POD), None)
+    if deployment is None:
+        return []
+    spec, pod = deployment["spec"], deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    problems = []
+    probes = {k: ((container.get(k) or {}).get("httpGet") or {}).get("path")
+              for k in ("livenessProbe", "readinessProbe")}
+    if probes != {"livenessProbe": "/healthz", "readinessProbe": "/readyz"}:
+        problems.append(f"probes are {probes}, want liveness /healthz and readiness /readyz")
+    if pod.get("terminationGracePeriodSeconds", 30) < 25:
+        problems.append("terminationGracePeriodSeconds below 25 s: serve drains for up to 20 s")
+    env = {e["name"]: e for e in container.get("env", [])}
+    for name in ("AUDIT_RECEIVER_API_KEY", "AUDIT_RECEIVER_SIGNING_SECRET", "AUDIT_RECEIVER_EVENT_KEYS",
+                 "MESHAUDIT_ADMIN_TOKEN"):
+        if "secretKeyRef" not in (env.get(name) or {}).get("valueFrom", {}):
+            problems.append(f"{name} does not come from a Secret")
+    url = env.get("DATABASE_URL") or {}
+    sqlite = str(url.get("value", "")).startswith("sqlite:")
+    if sqlite:
+        if spec.get("replicas") != 1 or (spec.get("strategy") or {}).get("type") != "Recreate":
+            problems.append("SQLite needs replicas 1 and strategy Recreate")
+        if not any("persistentVolumeClaim" in v for v in pod.get("volumes", [])):
+            problems.append("SQLite database is not on a PersistentVolumeClaim")
+        if any(o.get("kind") == "PodDisruptionBudget" for o in objs):
+            problems.append("a PodDisruptionBudget on a single replica blocks node drains")
+    else:
+        if spec.get("replicas", 1) < 2:
+            problems.append("PostgreSQL deployments run at least 2 replicas")
+        if "valueFrom" not in url and "$(" not in str(url.get("value", "")):
+            problems.append("DATABASE_URL holds a literal password-bearing URL")
+        if not any(o.get("kind") == "PodDisruptionBudget" for o in objs):
+            problems.append("no PodDisruptionBudget")
+    return problems
+
+
 def filter_config_problems(config, where: str) -> list[str]:
     if not isinstance(config, dict):
         return [f"{where}: the filter configuration is not a JSON object"]
@@ -1042,6 +1083,7 @@ def main() -> int:
         report.check(f"{rel}: selectors", rendering_problems(objs))
         if collector_container(objs) is not None:
             report.check(f"{rel}: collector env is SPEC §7's", collector_env_problems(objs))
+            report.check(f"{rel}: collector Deployment shape (issue 7)", collector_shape_problems(rel, objs))
 
     dashboard = K8S / "monitoring" / "dashboards" / "meshaudit.json"
     report.check(f"{dashboard.relative_to(ROOT)}: Grafana dashboard", dashboard_problems(dashboard))
@@ -1085,6 +1127,12 @@ def main() -> int:
                 missing = TEMPLATE_REQUIRED_ENV - env
                 if missing:
                     problems.append(f"istio-proxy lacks {sorted(missing)}")
+                # A namespace without the Secret must still start its pods.
+                for c in pod["spec"].get("initContainers", []) + pod["spec"]["containers"]:
+                    for e in c.get("env", []) if c["name"] == "istio-proxy" else []:
+                        ref = (e.get("valueFrom") or {}).get("secretKeyRef")
+                        if ref is not None and ref.get("optional") is not True:
+                            problems.append(f"{e['name']}: secretKeyRef is not optional")
                 report.check(what, problems, f"kubernetes {K8S_VERSION} strict")
             except (ValueError, KeyError, TypeError, yaml.YAMLError) as e:
                 report.fail(what, str(e))
