@@ -1,1 +1,24 @@
-//! meshaudit proxy-wasm filter (being built).
+//! meshaudit proxy-wasm HTTP filter: one audit event per request, batched and
+//! shipped to the collector (SPEC §4, §6, §8).
+//!
+//! - [`config`]: plugin configuration, `AUDIT_FORWARD_*` env overrides, validation.
+//! - [`capture`]: headers, body chunks and `on_log` properties → a [`capture::RequestRecord`].
+//! - [`event`]: a record → the pruned, redacted, sealed event line (on the tick).
+//! - [`redact`]: header, body-key and query redaction (mask / hmac).
+//! - [`batch`]: the bounded buffer, NDJSON batches, retry schedule, stat deltas.
+//! - [`rng`]: pooled WASI randomness for ids, sampling and jitter.
+//! - `host` (wasm32 only): the thin proxy-wasm glue; nothing else touches the host.
+//!
+//! Everything but `host` is pure and unit-tested on the host.
+
+pub mod batch;
+pub mod capture;
+pub mod config;
+pub mod event;
+pub mod redact;
+pub mod rng;
+
+#[cfg(target_arch = "wasm32")]
+mod host;
+#[cfg(target_arch = "wasm32")]
+mod hostcalls;

@@ -1,0 +1,852 @@
+//! Plugin configuration (SPEC §8): the JSON of the filter's `configuration`,
+//! overridden by `AUDIT_FORWARD_*` environment variables read through WASI.
+//!
+//! Unknown keys and bad values are refused with a [`ConfigError`] that names
+//! the key; the glue logs it once and returns `false` from `on_configure`.
+//! Secrets live in [`Secret`], whose `Debug` never shows them.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Where environment overrides come from: the process env in the VM, a map in tests.
+pub trait EnvSource {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The VM's environment (WASI `environ_get`, fed by `host_env_keys`).
+pub struct ProcessEnv;
+
+impl EnvSource for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl EnvSource for BTreeMap<String, String> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).cloned()
+    }
+}
+
+/// A configured secret: its UTF-8 bytes are the key (SPEC §5); never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+/// A refused configuration: the key at fault and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "meshaudit: invalid configuration key `{}`: {}",
+            self.key, self.message
+        )
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.to_owned(),
+        message: message.into(),
+    }
+}
+
+pub use meshaudit_event::Schema;
+
+/// How a redacted value is replaced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedactMode {
+    /// `"[REDACTED]"`.
+    Mask,
+    /// `"hmac-sha256:" + 32 hex` of HMAC-SHA256(redaction key, value).
+    Hmac(Secret),
+}
+
+/// `subject_claim`: take `subject.userid` from `jwt_authn` dynamic metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubjectClaim {
+    /// The `payload_in_metadata` name the `jwt_authn` provider writes to.
+    pub provider: String,
+    /// The claim to read, e.g. `sub`.
+    pub claim: String,
+}
+
+/// Event field → request header (all names lowercase).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderMapping {
+    pub tenantid: Option<String>,
+    pub traceid: Option<String>,
+    pub transactionid: Option<String>,
+    pub requestid: Option<String>,
+    pub spanid: Option<String>,
+    pub parentservicespanid: Option<String>,
+    pub userid: Option<String>,
+    pub usertype: Option<String>,
+    pub groups: Option<String>,
+}
+
+impl Default for HeaderMapping {
+    fn default() -> Self {
+        HeaderMapping {
+            tenantid: Some("tenantid".into()),
+            traceid: Some("x-b3-traceid".into()),
+            transactionid: Some("x-transaction-id".into()),
+            requestid: Some("x-request-id".into()),
+            spanid: Some("x-b3-spanid".into()),
+            parentservicespanid: Some("x-parent-service-span-id".into()),
+            userid: Some("actionloguserid".into()),
+            usertype: Some("requestertype".into()),
+            groups: None,
+        }
+    }
+}
+
+/// The validated configuration the filter runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub enabled: bool,
+    pub collector_cluster: String,
+    pub collector_authority: String,
+    pub collector_path: String,
+    pub api_key: Option<Secret>,
+    pub signing_secret: Option<Secret>,
+    pub event_key: Option<Secret>,
+    pub event_key_id: Option<String>,
+    pub schema: Schema,
+    pub batch_max_events: usize,
+    pub batch_max_bytes: usize,
+    pub flush_interval_ms: u64,
+    pub max_buffered_events: usize,
+    pub max_buffered_bytes: usize,
+    pub retries: u32,
+    pub backoff_ms: u64,
+    pub max_backoff_ms: u64,
+    pub timeout_ms: u64,
+    pub capture_bodies: bool,
+    pub max_body_bytes: usize,
+    pub max_inflight_body_bytes: usize,
+    pub body_content_types: Vec<String>,
+    pub sample_rate: f64,
+    pub body_sample_rate: f64,
+    pub skip_paths: Vec<String>,
+    pub header_map: HeaderMapping,
+    pub tenant_id: Option<String>,
+    pub subject_claim: Option<SubjectClaim>,
+    pub include_request_headers: Vec<String>,
+    pub include_response_headers: Vec<String>,
+    pub redact_headers: Vec<String>,
+    pub redact_keys: Vec<String>,
+    pub redact_mode: RedactMode,
+    pub is_sensitive: bool,
+    pub compliance_category: Option<String>,
+}
+
+/// The largest event or batch the collector accepts by default
+/// (`MESHAUDIT_MAX_BODY_BYTES`); larger events are dropped as `too_large`.
+pub const MAX_EVENT_BYTES: usize = 4 * 1024 * 1024;
+
+/// The raw JSON, field for field (SPEC §8 names).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    enabled: Option<bool>,
+    collector_cluster: Option<String>,
+    collector_authority: Option<String>,
+    collector_path: Option<String>,
+    api_key: Option<String>,
+    signing_secret: Option<String>,
+    event_key: Option<String>,
+    event_key_id: Option<String>,
+    schema: Option<String>,
+    batch_max_events: Option<u64>,
+    batch_max_bytes: Option<u64>,
+    flush_interval_ms: Option<u64>,
+    max_buffered_events: Option<u64>,
+    max_buffered_bytes: Option<u64>,
+    retries: Option<u32>,
+    backoff_ms: Option<u64>,
+    max_backoff_ms: Option<u64>,
+    timeout_ms: Option<u64>,
+    capture_bodies: Option<bool>,
+    max_body_bytes: Option<u64>,
+    max_inflight_body_bytes: Option<u64>,
+    body_content_types: Option<Vec<String>>,
+    sample_rate: Option<f64>,
+    body_sample_rate: Option<f64>,
+    skip_paths: Option<Vec<String>>,
+    header_map: Option<BTreeMap<String, String>>,
+    tenant_id: Option<String>,
+    subject_claim: Option<SubjectClaim>,
+    include_request_headers: Option<Vec<String>>,
+    include_response_headers: Option<Vec<String>>,
+    redact_headers: Option<Vec<String>>,
+    redact_keys: Option<Vec<String>>,
+    redact_mode: Option<String>,
+    redaction_key: Option<String>,
+    is_sensitive: Option<bool>,
+    compliance_category: Option<String>,
+}
+
+const DEFAULT_BODY_CONTENT_TYPES: &[&str] = &[
+    "application/json",
+    "application/*+json",
+    "application/x-ndjson",
+    "application/x-www-form-urlencoded",
+    "text/plain",
+    "text/xml",
+    "application/xml",
+];
+const DEFAULT_SKIP_PATHS: &[&str] = &[
+    "actuator",
+    "health",
+    "metrics",
+    "error",
+    "prometheus",
+    "swagger",
+    "api-docs",
+    "favicon",
+];
+const DEFAULT_REQUEST_HEADERS: &[&str] = &[
+    "content-type",
+    "content-length",
+    "user-agent",
+    "x-forwarded-for",
+    "x-request-id",
+];
+const DEFAULT_RESPONSE_HEADERS: &[&str] = &["content-type", "content-length"];
+const DEFAULT_REDACT_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "x-api-key",
+];
+const DEFAULT_REDACT_KEYS: &[&str] = &[
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "access_token",
+    "refresh_token",
+    "api_key",
+    "apikey",
+    "authorization",
+    "credit_card",
+    "card_number",
+    "cvv",
+    "ssn",
+];
+
+fn owned(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn lowercase_all(list: Vec<String>) -> Vec<String> {
+    list.into_iter().map(|s| s.to_ascii_lowercase()).collect()
+}
+
+/// Parses and validates the plugin configuration; `env` overrides (SPEC §8).
+pub fn parse(json: &[u8], env: &dyn EnvSource) -> Result<Config, ConfigError> {
+    let raw = parse_raw(json)?;
+    build(raw, env)
+}
+
+/// Keys whose values must never appear in an error message.
+const SECRET_KEYS: &[&str] = &["api_key", "signing_secret", "event_key", "redaction_key"];
+
+fn parse_raw(json: &[u8]) -> Result<RawConfig, ConfigError> {
+    if json.iter().all(u8::is_ascii_whitespace) {
+        return Ok(RawConfig::default());
+    }
+    let value: serde_json::Value = serde_json::from_slice(json)
+        .map_err(|e| err("(configuration)", format!("not valid JSON: {e}")))?;
+    let serde_json::Value::Object(map) = value else {
+        return Err(err("(configuration)", "must be a JSON object"));
+    };
+    match serde_json::from_value::<RawConfig>(serde_json::Value::Object(map.clone())) {
+        Ok(raw) => Ok(raw),
+        Err(whole) => {
+            // serde's message does not say which member had a bad value:
+            // try each member alone to name the key.
+            for (key, value) in map {
+                let mut one = serde_json::Map::new();
+                one.insert(key.clone(), value);
+                if let Err(e) = serde_json::from_value::<RawConfig>(serde_json::Value::Object(one))
+                {
+                    let msg = e.to_string();
+                    if msg.starts_with("unknown field") {
+                        return Err(err(&key, "unknown key"));
+                    }
+                    if SECRET_KEYS.contains(&key.as_str()) {
+                        // serde's message quotes the value: never log a secret.
+                        return Err(err(&key, "expected a string"));
+                    }
+                    return Err(err(&key, msg));
+                }
+            }
+            Err(err("(configuration)", whole.to_string()))
+        }
+    }
+}
+
+fn env_bool(env: &dyn EnvSource, name: &str) -> Result<Option<bool>, ConfigError> {
+    match env.var(name) {
+        None => Ok(None),
+        Some(v) => match v.trim().to_ascii_lowercase().as_str() {
+            "1" | "true" => Ok(Some(true)),
+            "0" | "false" => Ok(Some(false)),
+            _ => Err(err(name, "expected 1, 0, true or false")),
+        },
+    }
+}
+
+fn env_u64(env: &dyn EnvSource, name: &str) -> Result<Option<u64>, ConfigError> {
+    match env.var(name) {
+        None => Ok(None),
+        Some(v) => v
+            .trim()
+            .parse::<u64>()
+            .map(Some)
+            .map_err(|_| err(name, "expected a non-negative integer")),
+    }
+}
+
+fn env_secret(env: &dyn EnvSource, name: &str) -> Option<Secret> {
+    env.var(name).filter(|s| !s.is_empty()).map(Secret::new)
+}
+
+fn positive(key: &str, v: Option<u64>, default: u64) -> Result<u64, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(0) => Err(err(key, "must be greater than 0")),
+        Some(n) => Ok(n),
+    }
+}
+
+fn usize_of(key: &str, v: u64) -> Result<usize, ConfigError> {
+    usize::try_from(v).map_err(|_| err(key, "too large"))
+}
+
+fn rate(key: &str, v: Option<f64>) -> Result<f64, ConfigError> {
+    match v {
+        None => Ok(1.0),
+        Some(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        Some(_) => Err(err(key, "must be in [0, 1]")),
+    }
+}
+
+fn header_names(key: &str, list: Vec<String>) -> Result<Vec<String>, ConfigError> {
+    for name in &list {
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+            return Err(err(key, format!("invalid header name {name:?}")));
+        }
+    }
+    Ok(lowercase_all(list))
+}
+
+fn header_mapping(raw: Option<BTreeMap<String, String>>) -> Result<HeaderMapping, ConfigError> {
+    let mut mapping = HeaderMapping::default();
+    let Some(raw) = raw else {
+        return Ok(mapping);
+    };
+    for (field, header) in raw {
+        let header = header.trim().to_ascii_lowercase();
+        let value = if header.is_empty() {
+            None
+        } else {
+            Some(header)
+        };
+        let slot =
+            match field.as_str() {
+                "tenantid" => &mut mapping.tenantid,
+                "traceid" => &mut mapping.traceid,
+                "transactionid" => &mut mapping.transactionid,
+                "requestid" => &mut mapping.requestid,
+                "spanid" => &mut mapping.spanid,
+                "parentservicespanid" => &mut mapping.parentservicespanid,
+                "userid" => &mut mapping.userid,
+                "type" => &mut mapping.usertype,
+                "groups" => &mut mapping.groups,
+                other => return Err(err(
+                    &format!("header_map.{other}"),
+                    "unknown event field (tenantid, traceid, transactionid, requestid, spanid, \
+                     parentservicespanid, userid, type, groups)",
+                )),
+            };
+        *slot = value;
+    }
+    Ok(mapping)
+}
+
+fn build(raw: RawConfig, env: &dyn EnvSource) -> Result<Config, ConfigError> {
+    let enabled = env_bool(env, "AUDIT_FORWARD_ENABLED")?
+        .or(raw.enabled)
+        .unwrap_or(true);
+    let collector_cluster = raw.collector_cluster.unwrap_or_default();
+    if collector_cluster.is_empty() && enabled {
+        return Err(err("collector_cluster", "required"));
+    }
+    let collector_authority = raw
+        .collector_authority
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| collector_cluster.clone());
+    let collector_path = raw
+        .collector_path
+        .unwrap_or_else(|| "/v1/events".to_owned());
+    if !collector_path.starts_with('/') {
+        return Err(err("collector_path", "must start with `/`"));
+    }
+
+    let api_key = env_secret(env, "AUDIT_FORWARD_API_KEY")
+        .or_else(|| raw.api_key.filter(|s| !s.is_empty()).map(Secret::new));
+    let signing_secret = env_secret(env, "AUDIT_FORWARD_SIGNING_SECRET").or_else(|| {
+        raw.signing_secret
+            .filter(|s| !s.is_empty())
+            .map(Secret::new)
+    });
+    let event_key = env_secret(env, "AUDIT_FORWARD_EVENT_KEY")
+        .or_else(|| raw.event_key.filter(|s| !s.is_empty()).map(Secret::new))
+        .or_else(|| signing_secret.clone());
+    let event_key_id = raw.event_key_id.filter(|s| !s.is_empty());
+
+    let schema = match raw.schema.as_deref() {
+        None => Schema::Meshaudit1,
+        Some(name) => Schema::from_name(name).ok_or_else(|| {
+            err(
+                "schema",
+                format!("unknown schema {name:?} (meshaudit-1 or mobius-1)"),
+            )
+        })?,
+    };
+
+    let batch_max_events = usize_of(
+        "batch_max_events",
+        positive("batch_max_events", raw.batch_max_events, 100)?,
+    )?;
+    let batch_max_bytes = usize_of(
+        "batch_max_bytes",
+        positive("batch_max_bytes", raw.batch_max_bytes, 262_144)?,
+    )?;
+    if batch_max_bytes > MAX_EVENT_BYTES {
+        return Err(err(
+            "batch_max_bytes",
+            format!("at most {MAX_EVENT_BYTES} (the collector's default body limit)"),
+        ));
+    }
+    let flush_interval_ms = positive("flush_interval_ms", raw.flush_interval_ms, 1000)?;
+    let max_buffered_events = usize_of(
+        "max_buffered_events",
+        positive("max_buffered_events", raw.max_buffered_events, 10_000)?,
+    )?;
+    let max_buffered_bytes = usize_of(
+        "max_buffered_bytes",
+        positive("max_buffered_bytes", raw.max_buffered_bytes, 16_777_216)?,
+    )?;
+    let retries = match env_u64(env, "AUDIT_FORWARD_RETRIES")? {
+        Some(n) => u32::try_from(n).map_err(|_| err("AUDIT_FORWARD_RETRIES", "too large"))?,
+        None => raw.retries.unwrap_or(3),
+    };
+    if retries > 100 {
+        return Err(err("retries", "at most 100"));
+    }
+    let backoff_ms = match env_u64(env, "AUDIT_FORWARD_BACKOFF_MS")? {
+        Some(0) => return Err(err("AUDIT_FORWARD_BACKOFF_MS", "must be greater than 0")),
+        Some(n) => n,
+        None => positive("backoff_ms", raw.backoff_ms, 100)?,
+    };
+    let max_backoff_ms = positive("max_backoff_ms", raw.max_backoff_ms, 30_000)?;
+    if max_backoff_ms < backoff_ms {
+        return Err(err("max_backoff_ms", "must be at least backoff_ms"));
+    }
+    let timeout_ms = positive("timeout_ms", raw.timeout_ms, 5000)?;
+    if timeout_ms > u64::from(u32::MAX) {
+        return Err(err("timeout_ms", "too large"));
+    }
+    let max_body_bytes = usize_of("max_body_bytes", raw.max_body_bytes.unwrap_or(65_536))?;
+    if max_body_bytes > MAX_EVENT_BYTES {
+        return Err(err("max_body_bytes", format!("at most {MAX_EVENT_BYTES}")));
+    }
+    let max_inflight_body_bytes = usize_of(
+        "max_inflight_body_bytes",
+        raw.max_inflight_body_bytes.unwrap_or(8_388_608),
+    )?;
+    let body_content_types = match raw.body_content_types {
+        None => owned(DEFAULT_BODY_CONTENT_TYPES),
+        Some(list) => {
+            for t in &list {
+                if !t.contains('/') {
+                    return Err(err(
+                        "body_content_types",
+                        format!("{t:?} is not a media type"),
+                    ));
+                }
+            }
+            lowercase_all(list)
+                .into_iter()
+                .map(|t| t.trim().to_owned())
+                .collect()
+        }
+    };
+    let sample_rate = rate("sample_rate", raw.sample_rate)?;
+    let body_sample_rate = rate("body_sample_rate", raw.body_sample_rate)?;
+    let skip_paths = match raw.skip_paths {
+        None => owned(DEFAULT_SKIP_PATHS),
+        Some(list) => {
+            if list.iter().any(String::is_empty) {
+                return Err(err("skip_paths", "entries must not be empty"));
+            }
+            list
+        }
+    };
+    let header_map = header_mapping(raw.header_map)?;
+    let subject_claim = match raw.subject_claim {
+        Some(c) if c.provider.is_empty() || c.claim.is_empty() => {
+            return Err(err("subject_claim", "provider and claim must be non-empty"))
+        }
+        other => other,
+    };
+    let include_request_headers = header_names(
+        "include_request_headers",
+        raw.include_request_headers
+            .unwrap_or_else(|| owned(DEFAULT_REQUEST_HEADERS)),
+    )?;
+    let include_response_headers = header_names(
+        "include_response_headers",
+        raw.include_response_headers
+            .unwrap_or_else(|| owned(DEFAULT_RESPONSE_HEADERS)),
+    )?;
+    let redact_headers = header_names(
+        "redact_headers",
+        raw.redact_headers
+            .unwrap_or_else(|| owned(DEFAULT_REDACT_HEADERS)),
+    )?;
+    let redact_keys = lowercase_all(
+        raw.redact_keys
+            .unwrap_or_else(|| owned(DEFAULT_REDACT_KEYS)),
+    );
+    let redaction_key = env_secret(env, "AUDIT_FORWARD_REDACTION_KEY")
+        .or_else(|| raw.redaction_key.filter(|s| !s.is_empty()).map(Secret::new));
+    let redact_mode = match raw.redact_mode.as_deref() {
+        None | Some("mask") => RedactMode::Mask,
+        Some("hmac") => match redaction_key {
+            Some(key) => RedactMode::Hmac(key),
+            None => {
+                return Err(err(
+                    "redact_mode",
+                    "hmac needs a redaction key (AUDIT_FORWARD_REDACTION_KEY or redaction_key)",
+                ))
+            }
+        },
+        Some(other) => {
+            return Err(err(
+                "redact_mode",
+                format!("unknown mode {other:?} (mask or hmac)"),
+            ))
+        }
+    };
+
+    Ok(Config {
+        enabled,
+        collector_cluster,
+        collector_authority,
+        collector_path,
+        api_key,
+        signing_secret,
+        event_key,
+        event_key_id,
+        schema,
+        batch_max_events,
+        batch_max_bytes,
+        flush_interval_ms,
+        max_buffered_events,
+        max_buffered_bytes,
+        retries,
+        backoff_ms,
+        max_backoff_ms,
+        timeout_ms,
+        capture_bodies: raw.capture_bodies.unwrap_or(false),
+        max_body_bytes,
+        max_inflight_body_bytes,
+        body_content_types,
+        sample_rate,
+        body_sample_rate,
+        skip_paths,
+        header_map,
+        tenant_id: raw.tenant_id.filter(|s| !s.is_empty()),
+        subject_claim,
+        include_request_headers,
+        include_response_headers,
+        redact_headers,
+        redact_keys,
+        redact_mode,
+        is_sensitive: raw.is_sensitive.unwrap_or(false),
+        compliance_category: raw.compliance_category.filter(|s| !s.is_empty()),
+    })
+}
+
+impl Config {
+    /// Whether `path` (without query) is on a skip list entry (mobius semantics
+    /// for words, prefix match for entries starting with `/`).
+    pub fn is_skipped(&self, path: &str) -> bool {
+        self.skip_paths.iter().any(|entry| {
+            if entry.starts_with('/') {
+                path.starts_with(entry.as_str())
+            } else {
+                path.contains(entry.as_str())
+            }
+        })
+    }
+
+    /// Whether a body of this `content-type` header value is captured.
+    pub fn captures_content_type(&self, content_type: &str) -> bool {
+        let media = media_type(content_type);
+        if media.is_empty() {
+            return false;
+        }
+        self.body_content_types
+            .iter()
+            .any(|pattern| media_matches(pattern, &media))
+    }
+
+    /// The tick period: often enough for count-triggered flushes and backoff.
+    pub fn tick_period_ms(&self) -> u64 {
+        self.flush_interval_ms.clamp(1, 100)
+    }
+}
+
+/// The media type of a `content-type` value: lowercase, parameters dropped.
+pub fn media_type(content_type: &str) -> String {
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// `application/*+json` matches `application/vnd.x+json`; `*` alone in a
+/// part matches anything (`text/*`).
+fn media_matches(pattern: &str, media: &str) -> bool {
+    if pattern == media {
+        return true;
+    }
+    let (Some((pt, ps)), Some((mt, ms))) = (pattern.split_once('/'), media.split_once('/')) else {
+        return false;
+    };
+    if pt != "*" && pt != mt {
+        return false;
+    }
+    if ps == "*" {
+        return true;
+    }
+    match ps.strip_prefix('*') {
+        Some(suffix) => ms.ends_with(suffix) && ms.len() > suffix.len(),
+        None => ps == ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn parse_ok(json: &str) -> Config {
+        match parse(json.as_bytes(), &env(&[])) {
+            Ok(c) => c,
+            Err(e) => panic!("config refused: {e}"),
+        }
+    }
+
+    fn parse_err(json: &str) -> ConfigError {
+        match parse(json.as_bytes(), &env(&[])) {
+            Ok(_) => panic!("config accepted: {json}"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn defaults_follow_the_spec() {
+        let c = parse_ok(r#"{"collector_cluster":"collector"}"#);
+        assert!(c.enabled);
+        assert_eq!(c.collector_authority, "collector");
+        assert_eq!(c.collector_path, "/v1/events");
+        assert_eq!(c.batch_max_events, 100);
+        assert_eq!(c.batch_max_bytes, 262_144);
+        assert_eq!(c.flush_interval_ms, 1000);
+        assert_eq!(c.max_buffered_events, 10_000);
+        assert_eq!(c.max_buffered_bytes, 16_777_216);
+        assert_eq!(c.retries, 3);
+        assert_eq!(c.backoff_ms, 100);
+        assert_eq!(c.max_backoff_ms, 30_000);
+        assert_eq!(c.timeout_ms, 5000);
+        assert!(!c.capture_bodies);
+        assert_eq!(c.max_body_bytes, 65_536);
+        assert_eq!(c.max_inflight_body_bytes, 8_388_608);
+        assert_eq!(c.schema, Schema::Meshaudit1);
+        assert_eq!(c.redact_mode, RedactMode::Mask);
+        assert!(c.redact_keys.contains(&"password".to_owned()));
+        assert_eq!(c.header_map.traceid.as_deref(), Some("x-b3-traceid"));
+        assert!(c.event_key.is_none());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_by_name() {
+        let e = parse_err(r#"{"collector_cluster":"c","bacth_max_events":5}"#);
+        assert_eq!(e.key, "bacth_max_events");
+        assert!(e.to_string().contains("bacth_max_events"));
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        assert_eq!(
+            parse_err(r#"{"collector_cluster":"c","batch_max_events":"x"}"#).key,
+            "batch_max_events"
+        );
+        assert_eq!(
+            parse_err(r#"{"collector_cluster":"c","batch_max_events":0}"#).key,
+            "batch_max_events"
+        );
+        assert_eq!(
+            parse_err(r#"{"collector_cluster":"c","sample_rate":1.5}"#).key,
+            "sample_rate"
+        );
+        assert_eq!(
+            parse_err(r#"{"collector_cluster":"c","schema":"v2"}"#).key,
+            "schema"
+        );
+        assert_eq!(
+            parse_err(r#"{"collector_cluster":"c","header_map":{"bogus":"x"}}"#).key,
+            "header_map.bogus"
+        );
+        assert_eq!(
+            parse_err(r#"{"collector_cluster":"c","subject_claim":{"provider":"p"}}"#).key,
+            "subject_claim"
+        );
+        assert_eq!(parse_err(r#"{}"#).key, "collector_cluster");
+        assert_eq!(parse_err(r#"[1]"#).key, "(configuration)");
+    }
+
+    #[test]
+    fn hmac_mode_needs_a_key() {
+        assert_eq!(
+            parse_err(r#"{"collector_cluster":"c","redact_mode":"hmac"}"#).key,
+            "redact_mode"
+        );
+        let c = parse(
+            br#"{"collector_cluster":"c","redact_mode":"hmac"}"#,
+            &env(&[("AUDIT_FORWARD_REDACTION_KEY", "k1")]),
+        )
+        .map_err(|e| e.to_string());
+        assert!(matches!(
+            c,
+            Ok(Config {
+                redact_mode: RedactMode::Hmac(_),
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn env_wins_over_plugin_config() {
+        let c = parse(
+            br#"{"collector_cluster":"c","api_key":"from-config","signing_secret":"s1","retries":1,"enabled":true}"#,
+            &env(&[
+                ("AUDIT_FORWARD_API_KEY", "from-env"),
+                ("AUDIT_FORWARD_RETRIES", "7"),
+                ("AUDIT_FORWARD_ENABLED", "0"),
+            ]),
+        );
+        let c = match c {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(c.api_key.as_ref().map(Secret::expose), Some("from-env"));
+        assert_eq!(c.retries, 7);
+        assert!(!c.enabled);
+        // the event key defaults to the signing secret
+        assert_eq!(c.event_key.as_ref().map(Secret::expose), Some("s1"));
+        let e = parse(
+            br#"{"collector_cluster":"c"}"#,
+            &env(&[("AUDIT_FORWARD_ENABLED", "maybe")]),
+        );
+        assert!(matches!(e, Err(ConfigError { ref key, .. }) if key == "AUDIT_FORWARD_ENABLED"));
+    }
+
+    #[test]
+    fn secrets_never_show_in_errors() {
+        let e = parse_err(r#"{"collector_cluster":"c","api_key":987654321}"#);
+        assert_eq!(e.key, "api_key");
+        assert!(!e.to_string().contains("987654321"));
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug() {
+        let c =
+            parse_ok(r#"{"collector_cluster":"c","api_key":"hunter2","signing_secret":"s3cr3t"}"#);
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2"));
+        assert!(!shown.contains("s3cr3t"));
+    }
+
+    #[test]
+    fn skip_paths_words_and_prefixes() {
+        let c = parse_ok(r#"{"collector_cluster":"c","skip_paths":["/internal","health"]}"#);
+        assert!(c.is_skipped("/internal/x"));
+        assert!(!c.is_skipped("/api/internal"));
+        assert!(c.is_skipped("/api/healthz"));
+        assert!(!c.is_skipped("/api/orders"));
+        let d = parse_ok(r#"{"collector_cluster":"c"}"#);
+        assert!(d.is_skipped("/actuator/info"));
+        assert!(d.is_skipped("/favicon.ico"));
+    }
+
+    #[test]
+    fn content_types_match_with_wildcards_and_parameters() {
+        let c = parse_ok(r#"{"collector_cluster":"c"}"#);
+        assert!(c.captures_content_type("application/json; charset=utf-8"));
+        assert!(c.captures_content_type("Application/JSON"));
+        assert!(c.captures_content_type("application/problem+json"));
+        assert!(!c.captures_content_type("application/octet-stream"));
+        assert!(!c.captures_content_type("image/png"));
+        assert!(!c.captures_content_type(""));
+    }
+
+    #[test]
+    fn disabled_needs_no_cluster() {
+        let c = parse(br#"{"enabled":false}"#, &env(&[])).map(|c| c.enabled);
+        assert_eq!(c, Ok(false));
+    }
+}

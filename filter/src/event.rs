@@ -1,0 +1,564 @@
+//! A finished [`RequestRecord`] becomes a sealed event line (SPEC §4, §5).
+//!
+//! Runs on the tick, off the request path: bodies are parsed (mobius
+//! `_as_object`, form fields), everything is redacted, the event is pruned in
+//! the configured schema, hashed, signed with the event key and written as
+//! one canonical JSON line.
+
+use crate::capture::{traceparent_trace_id, BodyCapture, RequestRecord};
+use crate::config::Config;
+use crate::redact::{form_decode, Redactor};
+use meshaudit_event::integrity::seal;
+use meshaudit_event::schema::{
+    format_timestamp, http_status_for_grpc, new_uuid_v4, severity_for, status_for, HttpSection,
+};
+use meshaudit_event::{canonical, HttpEvent, Map, Schema, Value};
+
+/// The workload this VM runs in (SPEC §4 `kubernetes`), fixed per VM.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Workload {
+    pub namespace: Option<String>,
+    pub pod: Option<String>,
+    pub container: Option<String>,
+    pub node: Option<String>,
+    pub service_account: Option<String>,
+    pub workload: Option<String>,
+}
+
+impl Workload {
+    /// `namespace/pod` for `X-Meshaudit-Source`.
+    pub fn source(&self) -> String {
+        format!(
+            "{}/{}",
+            self.namespace.as_deref().unwrap_or(""),
+            self.pod.as_deref().unwrap_or("")
+        )
+    }
+}
+
+/// Envoy 1.40's `response.flags` bits (`CoreResponseFlag` order) and their
+/// access-log short codes.
+const RESPONSE_FLAGS: [&str; 30] = [
+    "LH", "UH", "UT", "LR", "UR", "UF", "UC", "UO", "NR", "DI", "FI", "RL", "UAEX", "RLSE", "DC",
+    "URX", "SI", "IH", "DPE", "UMSDR", "RFCF", "NFCF", "DT", "UPE", "NC", "OM", "DF", "DO", "DR",
+    "UDO",
+];
+
+/// `"UH,UF"` from the bitmask; empty when no flag is set.
+pub fn response_flags_text(bits: u64) -> String {
+    let mut out = String::new();
+    for (i, code) in RESPONSE_FLAGS.iter().enumerate() {
+        if bits & (1u64 << i) != 0 {
+            if !out.is_empty() {
+                out.push(',');
+            }
+            out.push_str(code);
+        }
+    }
+    out
+}
+
+/// The IP of `ip:port`, `[ip6]:port` or a bare address.
+pub fn ip_of(address: &str) -> String {
+    if let Some(rest) = address.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest).to_owned();
+    }
+    match address.rsplit_once(':') {
+        // one colon: ip:port; more: a bare IPv6 address
+        Some((ip, port)) if !ip.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
+            ip.to_owned()
+        }
+        _ => address.to_owned(),
+    }
+}
+
+/// `:path` up to the first `?`.
+pub fn path_only(path: &str) -> &str {
+    path.split('?').next().unwrap_or(path)
+}
+
+/// The first non-empty path segment.
+pub fn first_segment(path: &str) -> Option<&str> {
+    path_only(path).split('/').find(|s| !s.is_empty())
+}
+
+/// mobius `_as_object` over the kept bytes, form bodies as objects; then
+/// redaction. `None` for an empty body.
+pub fn payload(body: &BodyCapture, redactor: &Redactor) -> Option<Value> {
+    if body.encoded || body.kept.is_empty() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&body.kept);
+    let mut v = if body.media == "application/x-www-form-urlencoded" {
+        form_object(&text)
+    } else {
+        match meshaudit_event::parse(text.as_bytes()) {
+            Ok(Value::Object(m)) => Value::Object(m),
+            Ok(other) => {
+                let mut m = Map::new();
+                m.insert("_value".into(), other);
+                Value::Object(m)
+            }
+            Err(_) => {
+                let mut m = Map::new();
+                m.insert("_raw".into(), Value::String(text.into_owned()));
+                Value::Object(m)
+            }
+        }
+    };
+    redactor.redact_json(&mut v);
+    Some(v)
+}
+
+/// Form fields: one value a string, a repeated field an array of strings.
+fn form_object(text: &str) -> Value {
+    let mut m = Map::new();
+    for pair in text.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let name = form_decode(name);
+        let value = Value::String(form_decode(value));
+        match m.get_mut(&name) {
+            Some(Value::Array(items)) => items.push(value),
+            Some(existing) => {
+                let first = std::mem::replace(existing, Value::Null);
+                *existing = Value::Array(vec![first, value]);
+            }
+            None => {
+                m.insert(name, value);
+            }
+        }
+    }
+    Value::Object(m)
+}
+
+/// Builds the event (not yet sealed) for `rec`.
+pub fn build_event(
+    rec: &RequestRecord,
+    cfg: &Config,
+    workload: &Workload,
+    redactor: &Redactor,
+    random: [u8; 16],
+) -> HttpEvent {
+    let req = &rec.request;
+    let resp = &rec.response;
+    let log = &rec.log;
+    let mut e = HttpEvent::new(
+        new_uuid_v4(random),
+        format_timestamp((req.start_unix_ns / 1000) as i64),
+    );
+    let id = &req.identity;
+    e.tenantid = id.tenantid.clone().or_else(|| cfg.tenant_id.clone());
+    e.traceid = id
+        .traceid
+        .clone()
+        .or_else(|| id.traceparent.as_deref().and_then(traceparent_trace_id));
+    e.transactionid = id.transactionid.clone();
+    e.requestid = id.requestid.clone();
+    e.spanid = id.spanid.clone();
+    e.parentservicespanid = id.parentservicespanid.clone();
+    e.httpmethod = non_empty(&req.method);
+    if !req.authority.is_empty() || !req.path.is_empty() {
+        let scheme = if req.scheme.is_empty() {
+            "http"
+        } else {
+            &req.scheme
+        };
+        e.httpurl = Some(format!(
+            "{scheme}://{}{}",
+            req.authority,
+            redactor.redact_query(&req.path)
+        ));
+    }
+
+    e.subject.userid = log.jwt_subject.clone().or_else(|| id.userid.clone());
+    e.subject.type_ = id.usertype.clone();
+    e.subject.groups = id
+        .groups
+        .as_deref()
+        .map(|g| {
+            g.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    e.subject.principal = log.principal.clone();
+
+    e.kubernetes.namespacename = workload.namespace.clone();
+    e.kubernetes.podname = workload.pod.clone();
+    e.kubernetes.containername = workload.container.clone();
+    e.kubernetes.nodename = workload.node.clone();
+    e.kubernetes.serviceaccount = workload.service_account.clone();
+    e.kubernetes.workload = workload.workload.clone();
+
+    let path = path_only(&req.path);
+    e.objectref.resource = first_segment(&req.path).map(str::to_owned);
+
+    let status = resp.status.or(log.response_code).unwrap_or(0);
+    let (severity, outcome) = match (resp.grpc, resp.grpc_status) {
+        (true, Some(g)) if g != 0 && status != 0 => {
+            (severity_for(http_status_for_grpc(g)), "FAILURE")
+        }
+        _ => (severity_for(status), status_for(status)),
+    };
+    e.action.name = non_empty(path);
+    e.action.method = non_empty(&req.method);
+    e.action.severity = Some(severity.to_owned());
+    e.action.status = Some(outcome.to_owned());
+
+    e.network.sourceip = log.source_address.as_deref().map(ip_of);
+    e.network.useragent = req.user_agent.clone();
+
+    let md = &mut e.eventdata.metadata;
+    md.issensitive = cfg.is_sensitive;
+    md.compliancecategory = cfg.compliance_category.clone();
+    if let Some(b) = &req.body {
+        md.requesttruncated = Some(b.truncated);
+        md.requestbodybytes = Some(b.total);
+        md.requestbodysha256 = Some(b.sha256_hex());
+        md.requestencoded = b.encoded.then_some(true);
+        e.eventdata.requestpayload = payload(b, redactor);
+    }
+    let md = &mut e.eventdata.metadata;
+    if let Some(b) = &resp.body {
+        md.responsetruncated = Some(b.truncated);
+        md.responsebodybytes = Some(b.total);
+        md.responsebodysha256 = Some(b.sha256_hex());
+        md.responseencoded = b.encoded.then_some(true);
+        e.eventdata.responsepayload = payload(b, redactor);
+    }
+
+    let headers = |list: &[(String, String)]| -> Map {
+        list.iter()
+            .map(|(k, v)| {
+                let v = if redactor.is_redacted_header(k) {
+                    redactor.replace_str(v)
+                } else {
+                    v.clone()
+                };
+                (k.clone(), Value::String(v))
+            })
+            .collect()
+    };
+    e.http = Some(HttpSection {
+        statuscode: status,
+        durationms: log.end_unix_ns.saturating_sub(req.start_unix_ns) / 1_000_000,
+        requestbytes: req.body_bytes,
+        responsebytes: resp.body_bytes,
+        protocol: log.protocol.clone(),
+        authority: non_empty(&req.authority),
+        requestheaders: headers(&req.headers),
+        responseheaders: headers(&resp.headers),
+        upstreamcluster: log.upstream_cluster.clone(),
+        responseflags: non_empty(&response_flags_text(log.response_flags)),
+        codedetails: log.code_details.clone(),
+    });
+    e
+}
+
+fn non_empty(s: &str) -> Option<String> {
+    if s.is_empty() {
+        None
+    } else {
+        Some(s.to_owned())
+    }
+}
+
+/// The sealed event as one NDJSON line (canonical JSON, no newline).
+pub fn sealed_line(event: &HttpEvent, cfg: &Config) -> Vec<u8> {
+    let mut v = event.to_value(cfg.schema);
+    if let Value::Object(map) = &mut v {
+        let key_id = match cfg.schema {
+            Schema::Meshaudit1 => cfg.event_key_id.as_deref(),
+            // mobius's Security model has no keyid.
+            Schema::Mobius1 => None,
+        };
+        seal(map, cfg.event_key.as_ref().map(|k| k.bytes()), key_id);
+    }
+    canonical(&v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::{
+        body_capture_for, parse_header_pairs, HeaderPlan, InflightBudget, LogInfo, ResponseCapture,
+    };
+    use crate::config::parse;
+    use meshaudit_event::integrity::{event_hash, sign_hash};
+    use std::collections::BTreeMap;
+
+    fn cfg(json: &str) -> Config {
+        match parse(json.as_bytes(), &BTreeMap::<String, String>::new()) {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn serialize(pairs: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
+        for (k, v) in pairs {
+            out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        }
+        for (k, v) in pairs {
+            out.extend_from_slice(k.as_bytes());
+            out.push(0);
+            out.extend_from_slice(v);
+            out.push(0);
+        }
+        out
+    }
+
+    fn record(c: &Config, body: &[u8], resp_body: &[u8]) -> RequestRecord {
+        let plan = HeaderPlan::new(c);
+        let req_headers = serialize(&[
+            (":method", b"POST"),
+            (":scheme", b"http"),
+            (":authority", b"shop.local"),
+            (":path", b"/orders/7?token=abc&x=1"),
+            ("content-type", b"application/json"),
+            ("authorization", b"Bearer s3cr3t"),
+            ("x-request-id", b"rid-1"),
+            ("tenantid", b"acme"),
+            ("user-agent", b"curl/8.0"),
+        ]);
+        let mut request =
+            plan.request(&parse_header_pairs(&req_headers), 1_700_000_000_123_456_000);
+        let mut budget = InflightBudget::new(1 << 20);
+        request.body = body_capture_for(c, request.content_type.as_deref(), None);
+        if let Some(b) = request.body.as_mut() {
+            b.push(body, &mut budget);
+        }
+        request.body_bytes = body.len() as u64;
+        let mut response = ResponseCapture::default();
+        let resp_headers = serialize(&[(":status", b"201"), ("content-type", b"application/json")]);
+        plan.response(&parse_header_pairs(&resp_headers), &mut response);
+        response.body = body_capture_for(c, response.content_type.as_deref(), None);
+        if let Some(b) = response.body.as_mut() {
+            b.push(resp_body, &mut budget);
+        }
+        response.body_bytes = resp_body.len() as u64;
+        RequestRecord {
+            request,
+            response,
+            log: LogInfo {
+                end_unix_ns: 1_700_000_000_123_456_000 + 42_500_000,
+                source_address: Some("10.1.2.3:51234".into()),
+                protocol: Some("HTTP/1.1".into()),
+                upstream_cluster: Some("app".into()),
+                response_flags: 0,
+                code_details: Some("via_upstream".into()),
+                response_code: None,
+                principal: None,
+                jwt_subject: None,
+            },
+        }
+    }
+
+    fn workload() -> Workload {
+        Workload {
+            namespace: Some("shop".into()),
+            pod: Some("orders-1".into()),
+            ..Workload::default()
+        }
+    }
+
+    fn line_value(line: &[u8]) -> Value {
+        match meshaudit_event::parse(line) {
+            Ok(v) => v,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn s<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
+        v.pointer(path).and_then(Value::as_str)
+    }
+
+    #[test]
+    fn full_event_for_a_json_post() {
+        let c = cfg(
+            r#"{"collector_cluster":"c","capture_bodies":true,"signing_secret":"k","event_key_id":"k1",
+                "include_request_headers":["content-type","authorization","x-request-id"]}"#,
+        );
+        let rec = record(
+            &c,
+            br#"{"item":"book","password":"pw","nested":{"Token":[1]}}"#,
+            br#"[1,2]"#,
+        );
+        let ev = build_event(&rec, &c, &workload(), &Redactor::new(&c), [7; 16]);
+        let line = sealed_line(&ev, &c);
+        let v = line_value(&line);
+        assert_eq!(s(&v, &["schemaid"]), Some("meshaudit.http/v1"));
+        assert_eq!(s(&v, &["specversion"]), Some("1.0"));
+        assert_eq!(
+            s(&v, &["timestamp"]),
+            Some("2023-11-14T22:13:20.123456+00:00")
+        );
+        assert_eq!(s(&v, &["httpmethod"]), Some("POST"));
+        assert_eq!(
+            s(&v, &["httpurl"]),
+            Some("http://shop.local/orders/7?token=[REDACTED]&x=1")
+        );
+        assert_eq!(s(&v, &["tenantid"]), Some("acme"));
+        assert_eq!(s(&v, &["requestid"]), Some("rid-1"));
+        assert_eq!(s(&v, &["action", "name"]), Some("/orders/7"));
+        assert_eq!(s(&v, &["action", "status"]), Some("SUCCESS"));
+        assert_eq!(s(&v, &["action", "severity"]), Some("INFO"));
+        assert_eq!(s(&v, &["objectref", "resource"]), Some("orders"));
+        assert_eq!(s(&v, &["network", "sourceip"]), Some("10.1.2.3"));
+        assert_eq!(s(&v, &["kubernetes", "podname"]), Some("orders-1"));
+        assert_eq!(
+            v.pointer(&["http", "statuscode"]).and_then(Value::as_i64),
+            Some(201)
+        );
+        assert_eq!(
+            v.pointer(&["http", "durationms"]).and_then(Value::as_i64),
+            Some(42)
+        );
+        assert_eq!(
+            s(&v, &["http", "requestheaders", "authorization"]),
+            Some("[REDACTED]")
+        );
+        assert_eq!(
+            s(&v, &["eventdata", "requestpayload", "password"]),
+            Some("[REDACTED]")
+        );
+        assert_eq!(
+            s(&v, &["eventdata", "requestpayload", "nested", "Token"]),
+            Some("[REDACTED]")
+        );
+        assert_eq!(
+            v.pointer(&["eventdata", "responsepayload", "_value"]),
+            Some(&line_value(b"[1,2]"))
+        );
+        assert_eq!(
+            v.pointer(&["eventdata", "metadata", "issensitive"]),
+            Some(&Value::Bool(false))
+        );
+        // the seal verifies
+        let map = match &v {
+            Value::Object(m) => m,
+            _ => panic!("not an object"),
+        };
+        let hash = event_hash(map);
+        assert_eq!(s(&v, &["security", "hash"]), Some(hash.as_str()));
+        assert_eq!(
+            s(&v, &["security", "signature"]),
+            Some(sign_hash(b"k", &hash).as_str())
+        );
+        assert_eq!(s(&v, &["security", "keyid"]), Some("k1"));
+        let id = s(&v, &["id"]).unwrap_or("");
+        assert_eq!(id.len(), 36);
+        assert_eq!(&id[14..15], "4");
+    }
+
+    #[test]
+    fn local_reply_and_reset_statuses() {
+        let c = cfg(r#"{"collector_cluster":"c"}"#);
+        let mut rec = record(&c, b"", b"");
+        rec.response = ResponseCapture::default();
+        rec.log.response_code = Some(404);
+        rec.log.response_flags = 1 << 8;
+        let v = build_event(&rec, &c, &workload(), &Redactor::new(&c), [1; 16]).to_value(c.schema);
+        assert_eq!(s(&v, &["action", "severity"]), Some("WARNING"));
+        assert_eq!(s(&v, &["http", "responseflags"]), Some("NR"));
+        rec.log.response_code = None;
+        rec.log.response_flags = (1 << 28) | (1 << 14);
+        let v = build_event(&rec, &c, &workload(), &Redactor::new(&c), [1; 16]).to_value(c.schema);
+        assert_eq!(
+            v.pointer(&["http", "statuscode"]).and_then(Value::as_i64),
+            Some(0)
+        );
+        assert_eq!(s(&v, &["action", "severity"]), Some("ERROR"));
+        assert_eq!(s(&v, &["action", "status"]), Some("FAILURE"));
+        assert_eq!(s(&v, &["http", "responseflags"]), Some("DC,DR"));
+    }
+
+    #[test]
+    fn grpc_failure_is_graded_by_the_grpc_status() {
+        let c = cfg(r#"{"collector_cluster":"c"}"#);
+        let mut rec = record(&c, b"", b"");
+        rec.response.grpc = true;
+        rec.response.status = Some(200);
+        rec.response.grpc_status = Some(5);
+        let v = build_event(&rec, &c, &workload(), &Redactor::new(&c), [1; 16]).to_value(c.schema);
+        assert_eq!(s(&v, &["action", "status"]), Some("FAILURE"));
+        assert_eq!(s(&v, &["action", "severity"]), Some("WARNING"));
+        rec.response.grpc_status = Some(14);
+        let v = build_event(&rec, &c, &workload(), &Redactor::new(&c), [1; 16]).to_value(c.schema);
+        assert_eq!(s(&v, &["action", "severity"]), Some("ERROR"));
+    }
+
+    #[test]
+    fn truncated_body_keeps_evidence_of_the_whole() {
+        let c = cfg(r#"{"collector_cluster":"c","capture_bodies":true,"max_body_bytes":8}"#);
+        let body = br#"{"long":"abcdefghijklmnop"}"#;
+        let rec = record(&c, body, b"");
+        let v = build_event(&rec, &c, &workload(), &Redactor::new(&c), [1; 16]).to_value(c.schema);
+        assert_eq!(
+            v.pointer(&["eventdata", "metadata", "requesttruncated"]),
+            Some(&Value::Bool(true))
+        );
+        assert_eq!(
+            v.pointer(&["eventdata", "metadata", "requestbodybytes"])
+                .and_then(Value::as_i64),
+            Some(body.len() as i64)
+        );
+        let sha = meshaudit_event::integrity::sha256_hex(body);
+        assert_eq!(
+            s(&v, &["eventdata", "metadata", "requestbodysha256"]),
+            Some(sha.as_str())
+        );
+        assert_eq!(
+            s(&v, &["eventdata", "requestpayload", "_raw"]),
+            Some(r#"{"long":"#)
+        );
+    }
+
+    #[test]
+    fn form_bodies_become_objects_and_are_redacted() {
+        let c = cfg(r#"{"collector_cluster":"c","capture_bodies":true}"#);
+        let mut body = match body_capture_for(&c, Some("application/x-www-form-urlencoded"), None) {
+            Some(b) => b,
+            None => panic!("form bodies are eligible"),
+        };
+        body.push(
+            b"user=ann+lee&password=pw&tag=a&tag=b",
+            &mut InflightBudget::new(1 << 20),
+        );
+        let v = payload(&body, &Redactor::new(&c));
+        assert_eq!(
+            v.as_ref()
+                .map(|v| String::from_utf8_lossy(&canonical(v)).into_owned()),
+            Some(r#"{"password":"[REDACTED]","tag":["a","b"],"user":"ann lee"}"#.to_owned())
+        );
+    }
+
+    #[test]
+    fn mobius_schema_drops_extensions() {
+        let c = cfg(
+            r#"{"collector_cluster":"c","schema":"mobius-1","signing_secret":"k","event_key_id":"k1"}"#,
+        );
+        let rec = record(&c, b"", b"");
+        let ev = build_event(&rec, &c, &workload(), &Redactor::new(&c), [1; 16]);
+        let v = line_value(&sealed_line(&ev, &c));
+        assert!(v.get("http").is_none());
+        assert!(v.pointer(&["security", "keyid"]).is_none());
+        assert!(v.get("schemaid").is_some());
+    }
+
+    #[test]
+    fn addresses_and_paths() {
+        assert_eq!(ip_of("10.0.0.1:443"), "10.0.0.1");
+        assert_eq!(ip_of("[::1]:8080"), "::1");
+        assert_eq!(ip_of("::1"), "::1");
+        assert_eq!(ip_of("10.0.0.1"), "10.0.0.1");
+        assert_eq!(first_segment("//a/b?c"), Some("a"));
+        assert_eq!(first_segment("/?x"), None);
+        assert_eq!(response_flags_text(0), "");
+        assert_eq!(response_flags_text(0b10_0010), "UH,UF");
+    }
+}
