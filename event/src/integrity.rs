@@ -53,14 +53,19 @@ pub fn ct_eq(a: &str, b: &str) -> bool {
 }
 
 /// Sets `security` = {hash, signature, keyid?} on an event object.
+///
+/// An empty key signs nothing, as mobius `seal(event, "")` (its `if
+/// signing_key` is false for `""`): the event gets its hash only, and no
+/// `keyid`.
 pub fn seal(event: &mut Map, key: Option<&[u8]>, key_id: Option<&str>) -> String {
     let hash = event_hash(event);
     let mut security = Map::new();
-    if let Some(key) = key {
+    if let Some(key) = key.filter(|k| !k.is_empty()) {
         security.insert("signature".into(), Value::String(sign_hash(key, &hash)));
-    }
-    if let Some(id) = key_id.filter(|s| !s.is_empty()) {
-        security.insert("keyid".into(), Value::String(id.to_owned()));
+        // `keyid` names the key of a signature: without one it would say nothing.
+        if let Some(id) = key_id.filter(|s| !s.is_empty()) {
+            security.insert("keyid".into(), Value::String(id.to_owned()));
+        }
     }
     security.insert("hash".into(), Value::String(hash.clone()));
     event.insert("security".into(), Value::Object(security));
@@ -185,10 +190,21 @@ pub fn batch_signature(secret: &[u8], ts: &str, body: &[u8]) -> String {
 
 /// True when `signature` (the whole `X-Signature` header) matches `body`
 /// signed at `ts` by any of `secrets` (a list, for rotation).
+///
+/// The header must be exactly `sha256=` and 64 lowercase hex digits, as
+/// [`batch_signature`] (and Python's `hexdigest()`) writes it, surrounding
+/// whitespace aside: any other byte is a different signature.
 pub fn verify_batch_signature(secrets: &[Vec<u8>], ts: &str, body: &[u8], signature: &str) -> bool {
     let Some(hex_sig) = signature.trim().strip_prefix("sha256=") else {
         return false;
     };
+    if hex_sig.len() != 64
+        || !hex_sig
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        return false;
+    }
     let Ok(given) = hex::decode(hex_sig) else {
         return false;
     };
@@ -229,7 +245,8 @@ pub fn check_timestamp(
         return Err(TimestampError::Invalid);
     }
     let ts: i64 = ts.parse().map_err(|_| TimestampError::Invalid)?;
-    if (ts - now_secs).abs() > skew_secs {
+    // `abs_diff` cannot overflow, whatever clock or header value comes in.
+    if ts.abs_diff(now_secs) > skew_secs.max(0).unsigned_abs() {
         return Err(TimestampError::OutsideWindow);
     }
     Ok(ts)
@@ -285,6 +302,20 @@ mod tests {
             check_timestamp(Some("-5"), 1000, 300),
             Err(TimestampError::Invalid)
         );
+    }
+
+    #[test]
+    fn empty_key_seals_without_signature_as_mobius() {
+        let mut v = parse(br#"{"id":"1"}"#).unwrap();
+        let m = v.as_object_mut().unwrap();
+        let hash = seal(m, Some(b""), Some("k1"));
+        let security = m.get("security").and_then(Value::as_object).unwrap();
+        assert_eq!(
+            security.get("hash").and_then(Value::as_str),
+            Some(hash.as_str())
+        );
+        assert!(security.get("signature").is_none());
+        assert!(security.get("keyid").is_none());
     }
 
     #[test]
