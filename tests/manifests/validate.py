@@ -124,7 +124,6 @@ REJECT_REASONS = {
     "idempotency_conflict", "id_conflict", "unverified", "store_unavailable",
 }
 CORE_GROUPS = {"v1", "apps/v1", "batch/v1", "policy/v1", "networking.k8s.io/v1"}
-WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob"}
 AUDIT_LABEL = ("meshaudit.io/audit", "enabled")
 COLLECTOR_POD = "meshaudit-collector"
 
@@ -676,7 +675,7 @@ def collector_env_problems(objs: list[dict]) -> list[str]:
     return problems
 
 
-def collector_shape_problems(rel: str, objs: list[dict]) -> list[str]:
+def collector_shape_problems(objs: list[dict]) -> list[str]:
     """Issue 7's requirements on the collector's Deployment, per rendering."""
     deployment = next((o for o in objs if o.get("kind") == "Deployment"
                        and o["metadata"]["name"] == COLLECTOR_POD), None)
@@ -1049,8 +1048,17 @@ def validate_object(obj: dict) -> tuple[list[str], str]:
 
 
 def main() -> int:
-    started = time.monotonic()
     report = Report()
+    try:
+        return run(report)
+    except Exception as e:  # noqa: BLE001 - a crash is a failed check, reported like the others
+        report.fail("validate.py", f"crashed: {type(e).__name__}: {e}")
+        print(f"{report.passed} passed, {report.failed} failed")
+        return 1
+
+
+def run(report: Report) -> int:
+    started = time.monotonic()
     _install_schema_cache()
     for tool in (KUBECTL, ENVOY):
         if not tool.exists():
@@ -1083,7 +1091,11 @@ def main() -> int:
         report.check(f"{rel}: selectors", rendering_problems(objs))
         if collector_container(objs) is not None:
             report.check(f"{rel}: collector env is SPEC §7's", collector_env_problems(objs))
-            report.check(f"{rel}: collector Deployment shape (issue 7)", collector_shape_problems(rel, objs))
+            try:
+                shape = collector_shape_problems(objs)
+            except (KeyError, TypeError, IndexError) as e:
+                shape = [f"unexpected shape: {e!r}"]
+            report.check(f"{rel}: collector Deployment shape (issue 7)", shape)
 
     dashboard = K8S / "monitoring" / "dashboards" / "meshaudit.json"
     report.check(f"{dashboard.relative_to(ROOT)}: Grafana dashboard", dashboard_problems(dashboard))
@@ -1177,11 +1189,18 @@ def main() -> int:
                 problems += [f"host_env_keys {k} is not read by the filter" for k in env if k not in FILTER_ENV]
             envoy_jobs.append((f"envoy {path.relative_to(ROOT)}", config, problems))
         for rel, wp in wasmplugins:
-            envoy_jobs.append((f"envoy: {rel} {obj_name(wp)} as Istio loads it", wasmplugin_bootstrap(wp), []))
+            what = f"envoy: {rel} {obj_name(wp)} as Istio loads it"
+            try:
+                envoy_jobs.append((what, wasmplugin_bootstrap(wp), []))
+            except (KeyError, TypeError) as e:
+                report.fail(what, f"cannot build a bootstrap from it: {e!r}")
         for rel, ef in envoyfilters:
-            if main_wp is not None:
+            what = f"envoy: {rel} {obj_name(ef)} patches"
+            try:
                 cluster = main_wp["spec"]["pluginConfig"]["collector_cluster"]
-                envoy_jobs.append((f"envoy: {rel} {obj_name(ef)} patches", envoyfilter_bootstrap(ef, cluster), []))
+                envoy_jobs.append((what, envoyfilter_bootstrap(ef, cluster), []))
+            except (KeyError, TypeError) as e:
+                report.fail(what, f"cannot build a bootstrap from it: {e!r}")
 
     selftests = self_test_jobs(renders, main_wp)
     with ThreadPoolExecutor(max_workers=2) as pool:
