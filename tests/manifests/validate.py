@@ -22,6 +22,7 @@ What is checked, one output line per checked object, then "N passed, M failed":
   EnvoyFilter and WasmPlugin configure the filter the same way; neither selects the collector's
   pods; the WasmPlugin fails open, pins a sha256 and only reads env vars an injected istio-proxy
   has; the injection template (both install formats, same content) renders into a valid Pod.
+- docs/deploy.md names only files that exist, and every kustomization.
 - Envoy: every envoy/*.yaml, and bootstraps built from the WasmPlugin's pluginConfig and the
   EnvoyFilter's patches, pass `envoy --mode validate` with the built filter
   (dist/meshaudit_filter.wasm; `make wasm`) and throwaway TLS files. Validation loads the module
@@ -1096,6 +1097,18 @@ def run(report: Report) -> int:
             except (KeyError, TypeError, IndexError) as e:
                 shape = [f"unexpected shape: {e!r}"]
             report.check(f"{rel}: collector Deployment shape (issue 7)", shape)
+
+    docs = ROOT / "docs" / "deploy.md"
+    try:
+        text = docs.read_text(encoding="utf-8")
+        named = sorted(set(re.findall(r"\b((?:k8s|envoy|dist|tests/manifests)/[\w./-]*[\w/])", text)))
+        missing = [p for p in named if not (ROOT / p).exists() and not p.startswith("dist/")]
+        unnamed = [rel for rel in renders if rel not in text]
+        report.check("docs/deploy.md: names only existing files, and every kustomization",
+                     [f"names missing {p}" for p in missing] + [f"never mentions {r}" for r in unnamed],
+                     f"{len(named)} paths")
+    except OSError as e:
+        report.fail("docs/deploy.md", str(e))
 
     dashboard = K8S / "monitoring" / "dashboards" / "meshaudit.json"
     report.check(f"{dashboard.relative_to(ROOT)}: Grafana dashboard", dashboard_problems(dashboard))
