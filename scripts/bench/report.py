@@ -1,0 +1,145 @@
+"""Medians, ratios and the printed tables (pure: results in, text out)."""
+
+import statistics
+
+GET_VARIANTS = ("bare", "empty_wasm", "trivial_wasm", "access_log", "meshaudit")
+POST_VARIANTS = ("bare_post", "meshaudit_bodies")
+
+
+def median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def ratio(a, b):
+    if a is None or b in (None, 0):
+        return None
+    return a / b
+
+
+def summarise_envoy(rounds_by_variant):
+    """{variant: [round dicts]} → {variant: medians}."""
+    out = {}
+    for v, rounds in rounds_by_variant.items():
+        out[v] = {
+            "rounds": len(rounds),
+            "rps": median([r["rps"] for r in rounds]),
+            "p50_ms": median([r["p50_us"] / 1e3 for r in rounds]),
+            "p99_ms": median([r["p99_us"] / 1e3 for r in rounds]),
+            "cpu_us_per_req": median([r["cpu_us_per_req"] for r in rounds]),
+            "rps_all": [round(r["rps"]) for r in rounds],
+        }
+    for v, s in out.items():
+        base = "bare_post" if v in POST_VARIANTS else "bare"
+        s["baseline"] = base
+        s["vs_bare"] = ratio(s["rps"], out.get(base, {}).get("rps"))
+        s["vs_bare_get"] = ratio(s["rps"], out.get("bare", {}).get("rps"))
+        s["vs_access_log"] = ratio(s["rps"], out.get("access_log", {}).get("rps"))
+        s["vs_trivial_wasm"] = ratio(s["rps"], out.get("trivial_wasm", {}).get("rps"))
+        # Capacity from CPU: what fraction of bare's requests per CPU-second this variant serves.
+        s["cpu_vs_bare"] = ratio(out.get(base, {}).get("cpu_us_per_req"), s["cpu_us_per_req"])
+    return out
+
+
+def summarise_collector(runs):
+    """{item: [reports]} → {item: medians} with the collector as a fraction of each ceiling."""
+    out = {}
+    for item, reports in runs.items():
+        rate_key = "events_per_s" if item.startswith("collector") else "rows_per_s"
+        lat = [r["batch"]["p99_ms"] for r in reports]
+        out[item] = {
+            "rounds": len(reports),
+            "rate": median([r[rate_key] for r in reports]),
+            "p99_batch_ms": median(lat),
+            "rates_all": [round(r[rate_key]) for r in reports],
+        }
+        rss = [(r.get("rss_before_kib"), r.get("rss_after_kib")) for r in reports]
+        if any(a for a, _ in rss):
+            out[item]["rss_before_mib"] = median([a / 1024 for a, _ in rss if a])
+            out[item]["rss_after_mib"] = median([b / 1024 for _, b in rss if b])
+    for backend in ("sqlite", "postgres"):
+        c = out.get(f"collector_{backend}")
+        if not c:
+            continue
+        c["vs_insert"] = ratio(c["rate"], out.get(f"ceiling_{backend}_insert", {}).get("rate"))
+        c["vs_copy"] = ratio(c["rate"], out.get(f"ceiling_{backend}_copy", {}).get("rate"))
+    return out
+
+
+def fmt(x, spec=".2f", none="—"):
+    return none if x is None else format(x, spec)
+
+
+def markdown(results):
+    """The tables of one run, ratios first, as Markdown."""
+    lines = []
+    env = results.get("envoy_summary") or {}
+    labels = results.get("variant_labels", {})
+    if env:
+        lines += [
+            "### Filter overhead in Envoy (ratios of requests/s; medians of interleaved rounds)",
+            "",
+            "| variant | vs bare | vs access log | vs trivial wasm | CPU/req vs bare | req/s | p50 ms | p99 ms "
+            "| Envoy CPU µs/req | rounds (req/s) |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for v in GET_VARIANTS + POST_VARIANTS:
+            s = env.get(v)
+            if not s:
+                continue
+            base_note = "" if s["baseline"] == "bare" else " (vs bare POST)"
+            lines.append(
+                f"| {labels.get(v, v)} | {fmt(s['vs_bare'])}{base_note} | {fmt(s['vs_access_log'])} "
+                f"| {fmt(s['vs_trivial_wasm'])} | {fmt(s['cpu_vs_bare'])} | {fmt(s['rps'], ',.0f')} "
+                f"| {fmt(s['p50_ms'], '.3f')} | {fmt(s['p99_ms'], '.3f')} | {fmt(s['cpu_us_per_req'], '.1f')} "
+                f"| {', '.join(str(x) for x in s['rps_all'])} |")
+        lines.append("")
+    mem = results.get("envoy_memory") or {}
+    if mem:
+        lines += ["### Envoy memory (RSS after warm-up and after all rounds)", "",
+                  "| variant | requests served | RSS after warm-up MiB | RSS after MiB |", "|---|---|---|---|"]
+        for v in GET_VARIANTS + POST_VARIANTS:
+            m = mem.get(v)
+            if m:
+                lines.append(f"| {labels.get(v, v)} | {m['requests']:,} | {m['rss_start_kib'] / 1024:.1f} "
+                             f"| {m['rss_end_kib'] / 1024:.1f} |")
+        lines.append("")
+    ship = results.get("meshaudit_shipping") or {}
+    if ship:
+        lines += ["### meshaudit shipping during the Envoy rounds", "",
+                  "| variant | events captured | batches ok | batches failed | dropped (buffer full) "
+                  "| dropped (other) | collector accepted |", "|---|---|---|---|---|---|---|"]
+        for v, s in ship.items():
+            lines.append(f"| {labels.get(v, v)} | {s.get('captured', 0):,} | {s.get('batches_ok', 0):,} "
+                         f"| {s.get('batches_failed', 0):,} | {s.get('dropped_buffer_full', 0):,} "
+                         f"| {s.get('dropped_other', 0):,} | {s.get('collector_accepted', '—')} |")
+        lines.append("")
+    col = results.get("collector_summary") or {}
+    if col:
+        lines += ["### Collector durable ingest (medians; every ingest check on)", "",
+                  "| run | events or rows/s | collector vs INSERT | collector vs COPY | p99 batch ms "
+                  "| collector RSS before→after MiB | rounds |", "|---|---|---|---|---|---|---|"]
+        for item in ("collector_sqlite", "ceiling_sqlite_insert", "collector_postgres",
+                     "ceiling_postgres_insert", "ceiling_postgres_copy"):
+            c = col.get(item)
+            if not c:
+                continue
+            rss = (f"{c['rss_before_mib']:.1f} → {c['rss_after_mib']:.1f}" if "rss_before_mib" in c else "")
+            lines.append(f"| {item} | {fmt(c['rate'], ',.0f')} | {fmt(c.get('vs_insert'))} "
+                         f"| {fmt(c.get('vs_copy'))} | {fmt(c['p99_batch_ms'], '.1f')} | {rss} "
+                         f"| {', '.join(str(x) for x in c['rates_all'])} |")
+        lines.append("")
+    e2e = results.get("e2e")
+    if e2e:
+        d = e2e["delay"]
+        lines += ["### End to end (request → visible in GET /v1/events)", "",
+                  "| rate req/s | requests | events seen | p50 ms | p99 ms | max ms |", "|---|---|---|---|---|---|",
+                  f"| {e2e['achieved_rate_per_s']:.0f} | {e2e['requests_sent']:,} | {e2e['events_seen']:,} "
+                  f"| {fmt(d['p50_ms'], '.1f')} | {fmt(d['p99_ms'], '.1f')} | {fmt(d['max_ms'], '.1f')} |", ""]
+    soak = results.get("soak")
+    if soak:
+        lines += ["### Collector memory under sustained load (SQLite)", "",
+                  "| seconds | events committed | RSS before MiB | RSS after MiB |", "|---|---|---|---|",
+                  f"| {soak['seconds']:.0f} | {soak['events']:,} | {soak['rss_before_kib'] / 1024:.1f} "
+                  f"| {soak['rss_after_kib'] / 1024:.1f} |", ""]
+    return "\n".join(lines)

@@ -1,0 +1,412 @@
+#!/usr/bin/env python3
+"""meshaudit benchmarks (docs/BENCHMARKS.md): filter overhead in a real Envoy, collector durable
+ingest beside the raw database ceilings, end-to-end delay, memory.
+
+Run through scripts/bench.sh, which builds what this needs. `--smoke` makes every part tiny
+(seconds) but runs every code path; any part that does not work fails the run (exit 1).
+Benchmarks never assert timings.
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bootstraps  # noqa: E402
+import report  # noqa: E402
+from procs import (BenchError, Managed, cpu_seconds, free_port, http_get, rss_kib,  # noqa: E402
+                   tail, wait_http_ok)
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+API_KEY = "bench-api-key"
+SIGNING_SECRET = "bench-signing-secret"
+
+FULL = dict(rounds=3, round_s=10, warmup_s=2, load_batches=300, load_connections=8,
+            ceiling_rows=60000, e2e_rate=1000, e2e_s=10, soak_s=300)
+SMOKE = dict(rounds=1, round_s=1, warmup_s=0, load_batches=4, load_connections=2,
+             ceiling_rows=1000, e2e_rate=100, e2e_s=1, soak_s=2)
+
+
+def log(msg):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def artifact(env, default, how):
+    p = Path(os.environ.get(env) or ROOT / default)
+    if not p.exists():
+        raise BenchError(f"{p} is missing: run `{how}` first (or set {env})")
+    return p
+
+
+class Bench:
+    def __init__(self, opts, tmp):
+        self.o = opts
+        self.tmp = Path(tmp)
+        self.procs = []
+        self.pg_dbs = []
+        self.envoy = artifact("MESHAUDIT_ENVOY", ".venv/bin/envoy", "make setup")
+        self.wasm = artifact("MESHAUDIT_WASM", "dist/meshaudit_filter.wasm", "make wasm")
+        self.collector = artifact("MESHAUDIT_COLLECTOR_BIN", "target/release/meshaudit-collector",
+                                  "make build")
+        self.bin = {n: artifact(f"BENCH_{n.upper()}_BIN", f"target/release/meshaudit-bench-{n}",
+                                "cargo build --release -p meshaudit-bench")
+                    for n in ("loadgen", "ceiling", "delay")}
+        self.floor = {n: artifact("BENCH_FLOOR_DIR", f"target/bench-wasm/{n}.wasm",
+                                  "bash scripts/bench/build-wasm-floor.sh")
+                      for n in ("floor_empty", "floor_trivial")}
+        self.wrk_bin = Path(shutil.which("wrk") or "/usr/bin/wrk")
+        if not self.wrk_bin.exists():
+            raise BenchError("wrk is missing: apt-get install wrk")
+        self.pg_url = os.environ.get("MESHAUDIT_BENCH_PG_URL",
+                                     os.environ.get("MESHAUDIT_TEST_PG_URL",
+                                                    "postgres://postgres@127.0.0.1:5432/postgres"))
+        self.results = {"mode": "smoke" if opts["smoke"] else "full", "params": dict(opts),
+                        "variant_labels": {k: v[0] for k, v in bootstraps.VARIANTS.items()}}
+
+    # ---------- processes ----------
+    def start(self, name, argv, env=None):
+        p = Managed(name, [str(a) for a in argv], self.tmp / f"{name}.log", env)
+        self.procs.append(p)
+        return p
+
+    def stop(self, p):
+        p.stop()
+        if p in self.procs:
+            self.procs.remove(p)
+
+    def stop_all(self):
+        for p in list(reversed(self.procs)):
+            p.stop()
+        self.procs.clear()
+
+    def start_collector(self, name, database_url):
+        port = free_port()
+        env = dict(os.environ, DATABASE_URL=database_url, MESHAUDIT_LISTEN=f"127.0.0.1:{port}",
+                   AUDIT_RECEIVER_API_KEY=API_KEY, AUDIT_RECEIVER_SIGNING_SECRET=SIGNING_SECRET,
+                   MESHAUDIT_LOG_FORMAT="text", RUST_LOG=os.environ.get("BENCH_COLLECTOR_LOG", "warn"))
+        env.pop("MESHAUDIT_ADMIN_TOKEN", None)
+        p = self.start(name, [self.collector, "serve"], env)
+        wait_http_ok(f"http://127.0.0.1:{port}/readyz", p.proc, name, p.log_path)
+        p.port = port
+        p.base = f"http://127.0.0.1:{port}"
+        return p
+
+    def start_envoy(self, variant, collector_port):
+        lp, ap = free_port(), free_port()
+        paths = {"meshaudit": self.wasm, "access_log": self.tmp / f"access-{variant}.log", **self.floor}
+        cfg = bootstraps.variant_bootstrap(variant, (lp, ap), paths, collector_port)
+        cfg_path = self.tmp / f"envoy-{variant}.json"
+        cfg_path.write_text(json.dumps(cfg, indent=1))
+        env = dict(os.environ, AUDIT_FORWARD_API_KEY=API_KEY, AUDIT_FORWARD_SIGNING_SECRET=SIGNING_SECRET,
+                   POD_NAMESPACE="shop", POD_NAME="checkout-bench-0", CONTAINER_NAME="app",
+                   NODE_NAME="node-0")
+        p = self.start(f"envoy-{variant}",
+                       [self.envoy, "-c", cfg_path, "--concurrency", "1", "--disable-hot-restart",
+                        "-l", "warning"], env)
+        wait_http_ok(f"http://127.0.0.1:{ap}/ready", p.proc, f"envoy ({variant})", p.log_path)
+        p.url = f"http://127.0.0.1:{lp}"
+        p.admin = f"http://127.0.0.1:{ap}"
+        p.access_log = paths["access_log"]
+        return p
+
+    # ---------- PostgreSQL scratch databases ----------
+    def pg_scratch(self, tag):
+        name = f"meshaudit_bench_{os.getpid()}_{tag}"
+        self.psql(f'DROP DATABASE IF EXISTS "{name}"')
+        self.psql(f'CREATE DATABASE "{name}"')
+        self.pg_dbs.append(name)
+        u = urllib.parse.urlsplit(self.pg_url)
+        return name, urllib.parse.urlunsplit((u.scheme, u.netloc, f"/{name}", u.query, ""))
+
+    def pg_drop(self, name):
+        self.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if name in self.pg_dbs:
+            self.pg_dbs.remove(name)
+
+    def psql(self, sql):
+        r = subprocess.run(["psql", self.pg_url, "-v", "ON_ERROR_STOP=1", "-qAtc", sql],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise BenchError(f"psql {sql!r} failed (is PostgreSQL up at {self.pg_url}? "
+                             f"set MESHAUDIT_BENCH_PG_URL): {r.stderr.strip()}")
+        return r.stdout
+
+    # ---------- tools ----------
+    def run_json(self, argv, what, env=None, check=True):
+        r = subprocess.run([str(a) for a in argv], capture_output=True, text=True, env=env)
+        lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
+        if (check and r.returncode != 0) or not lines:
+            raise BenchError(f"{what} failed (exit {r.returncode}):\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
+        return json.loads(lines[-1])
+
+    def wrk(self, url, script, seconds):
+        env = dict(os.environ, BENCH_WRK_DONE=str(HERE / "wrk_done.lua"))
+        r = subprocess.run([self.wrk_bin, "-t1", "-c32", f"-d{seconds}s", "--timeout", "5s",
+                            "-s", HERE / f"wrk_{script}.lua", url], capture_output=True, text=True, env=env)
+        m = re.search(r"^BENCHJSON (\{.*\})$", r.stdout, re.M)
+        if r.returncode != 0 or not m:
+            raise BenchError(f"wrk failed (exit {r.returncode}):\n{r.stdout}\n{r.stderr}")
+        return json.loads(m.group(1))
+
+    # ---------- 1. filter overhead ----------
+    def envoy_phase(self):
+        o = self.o
+        variants = list(bootstraps.VARIANTS)
+        col = self.start_collector("collector-envoy-phase", f"sqlite://{self.tmp / 'envoy-phase.db'}")
+        envoys = {}
+        for v in variants:
+            envoys[v] = self.start_envoy(v, col.port)
+            log(f"envoy {v}: {envoys[v].url}")
+        served = {v: 0 for v in variants}
+        for v in variants:
+            if o["warmup_s"]:
+                served[v] += self.wrk(envoys[v].url, bootstraps.VARIANTS[v][1], o["warmup_s"])["requests"]
+        rss_start = {v: rss_kib(envoys[v].pid) for v in variants}
+        rounds = {v: [] for v in variants}
+        for rnd in range(o["rounds"]):
+            for v in variants:
+                e = envoys[v]
+                c0 = cpu_seconds(e.pid)
+                w = self.wrk(e.url, bootstraps.VARIANTS[v][1], o["round_s"])
+                c1 = cpu_seconds(e.pid)
+                if w["requests"] == 0:
+                    raise BenchError(f"{v}: wrk completed no requests; envoy log:\n{tail(e.log_path)}")
+                errors = {k: w[k] for k in w if k.startswith("errors_") and w[k]}
+                if errors:
+                    raise BenchError(f"{v}: wrk saw errors {errors} (non-2xx or socket errors)")
+                served[v] += w["requests"]
+                w["rps"] = w["requests"] / (w["duration_us"] / 1e6)
+                w["cpu_s"] = c1 - c0
+                w["cpu_us_per_req"] = (c1 - c0) * 1e6 / w["requests"]
+                rounds[v].append(w)
+                log(f"round {rnd + 1}/{o['rounds']} {v:17s} {w['rps']:9.0f} req/s  p99 "
+                    f"{w['p99_us'] / 1e3:6.2f} ms  {w['cpu_us_per_req']:5.1f} µs CPU/req")
+                if v == "access_log":
+                    if os.path.getsize(e.access_log) == 0:
+                        raise BenchError("access_log: Envoy wrote no access log lines")
+                    os.truncate(e.access_log, 0)
+        self.results["envoy_rounds"] = rounds
+        self.results["envoy_summary"] = report.summarise_envoy(rounds)
+        self.results["envoy_memory"] = {
+            v: {"requests": served[v], "rss_start_kib": rss_start[v], "rss_end_kib": rss_kib(envoys[v].pid)}
+            for v in variants}
+        time.sleep(2.5)  # let the filters' last batches (flush_interval_ms 1000) land
+        ship = {}
+        for v in ("meshaudit", "meshaudit_bodies"):
+            ship[v] = self.meshaudit_stats(envoys[v])
+            if ship[v].get("captured", 0) == 0:
+                raise BenchError(f"{v}: the filter captured no events (stats: {ship[v]}); envoy log:\n"
+                                 f"{tail(envoys[v].log_path)}")
+        accepted = self.collector_accepted(col)
+        ship["meshaudit"]["collector_accepted"] = accepted
+        if not accepted:
+            raise BenchError(f"the collector stored no events from the filter; collector log:\n"
+                             f"{tail(col.log_path)}")
+        self.results["meshaudit_shipping"] = ship
+        for e in envoys.values():
+            self.stop(e)
+        self.stop(col)
+
+    def meshaudit_stats(self, envoy):
+        _, body = http_get(f"{envoy.admin}/stats?filter=meshaudit")
+        stats = {}
+        for line in body.decode().splitlines():
+            name, _, value = line.partition(": ")
+            m = re.search(r"meshaudit_(\w+)$", name.strip())
+            if m and value.strip().lstrip("-").isdigit():
+                stats[m.group(1)] = stats.get(m.group(1), 0) + int(value)
+        dropped_other = sum(v for k, v in stats.items()
+                            if k.startswith("events_dropped_") and k != "events_dropped_buffer_full")
+        return {"captured": stats.get("events_captured", 0), "batches_ok": stats.get("batches_ok", 0),
+                "batches_failed": stats.get("batches_failed", 0),
+                "dropped_buffer_full": stats.get("events_dropped_buffer_full", 0),
+                "dropped_other": dropped_other, "raw": stats}
+
+    def collector_accepted(self, col):
+        """Events stored, from the collector's head `seq` (`audit_chain_head_seq`)."""
+        _, body = http_get(f"{col.base}/metrics")
+        m = re.search(r"^audit_chain_head_seq(?:\{[^}]*\})? (\S+)$", body.decode(), re.M)
+        return int(float(m.group(1))) if m else None
+
+    # ---------- 2. collector durable ingest ----------
+    def collector_phase(self):
+        o = self.o
+        items = ["collector_sqlite", "ceiling_sqlite_insert", "collector_postgres",
+                 "ceiling_postgres_insert", "ceiling_postgres_copy"]
+        runs = {i: [] for i in items}
+        for rnd in range(o["rounds"]):
+            for item in items:
+                tag = f"{item}_{rnd}"
+                backend = "postgres" if "postgres" in item else "sqlite"
+                if backend == "sqlite":
+                    db_name, url = None, f"sqlite://{self.tmp / (tag + '.db')}"
+                else:
+                    db_name, url = self.pg_scratch(tag)
+                try:
+                    if item.startswith("collector"):
+                        r = self.collector_run(tag, url)
+                        rate = r["events_per_s"]
+                    else:
+                        mode = item.rsplit("_", 1)[1]
+                        r = self.run_json([self.bin["ceiling"], "--database-url", url, "--migrations",
+                                           ROOT / "collector" / "migrations" / backend, "--mode", mode,
+                                           "--rows", o["ceiling_rows"], "--batch-rows", 500], item)
+                        rate = r["rows_per_s"]
+                finally:
+                    if db_name:
+                        self.pg_drop(db_name)
+                runs[item].append(r)
+                log(f"round {rnd + 1}/{o['rounds']} {item:24s} {rate:9.0f} /s  p99 batch "
+                    f"{r['batch']['p99_ms']:.1f} ms")
+        self.results["collector_runs"] = runs
+        self.results["collector_summary"] = report.summarise_collector(runs)
+
+    def loadgen(self, col, batches, connections):
+        return self.run_json([self.bin["loadgen"], "--url", f"{col.base}/v1/events", "--connections", connections,
+                              "--batches", batches, "--events-per-batch", 100],
+                             "loadgen", env=dict(os.environ, AUDIT_FORWARD_API_KEY=API_KEY,
+                                                 AUDIT_FORWARD_SIGNING_SECRET=SIGNING_SECRET))
+
+    def collector_run(self, tag, url):
+        col = self.start_collector(f"collector-{tag}", url)
+        try:
+            before = rss_kib(col.pid)
+            r = self.loadgen(col, self.o["load_batches"], self.o["load_connections"])
+            r["rss_before_kib"], r["rss_after_kib"] = before, rss_kib(col.pid)
+            head = self.collector_accepted(col)
+            if head is not None and head < r["events_committed"]:
+                raise BenchError(f"{tag}: the collector answered {r['events_committed']} accepted "
+                                 f"but its chain head is {head}")
+        finally:
+            self.stop(col)
+        return r
+
+    # ---------- 3. end to end ----------
+    def e2e_phase(self):
+        o = self.o
+        col = self.start_collector("collector-e2e", f"sqlite://{self.tmp / 'e2e.db'}")
+        envoy = self.start_envoy("meshaudit", col.port)
+        try:
+            r = self.run_json([self.bin["delay"], "--envoy-url", envoy.url, "--collector-url", col.base,
+                               "--rate", o["e2e_rate"], "--duration-s", o["e2e_s"], "--settle-s", 15],
+                              "end-to-end delay")
+        finally:
+            self.stop(envoy)
+            self.stop(col)
+        if r["events_seen"] == 0:
+            raise BenchError(f"end to end: no event became visible: {r}")
+        self.results["e2e"] = r
+        log(f"e2e: {r['events_seen']}/{r['requests_sent']} seen, p50 {r['delay']['p50_ms']} ms, "
+            f"p99 {r['delay']['p99_ms']} ms")
+
+    # ---------- 4. collector memory under sustained load ----------
+    def soak_phase(self):
+        col = self.start_collector("collector-soak", f"sqlite://{self.tmp / 'soak.db'}")
+        try:
+            before = rss_kib(col.pid)
+            t0 = time.monotonic()
+            events = 0
+            while True:
+                r = self.loadgen(col, 20 if self.o["smoke"] else 200, 8)
+                events += r["events_committed"]
+                if time.monotonic() - t0 >= self.o["soak_s"]:
+                    break
+            self.results["soak"] = {"seconds": time.monotonic() - t0, "events": events,
+                                    "rss_before_kib": before, "rss_after_kib": rss_kib(col.pid)}
+        finally:
+            self.stop(col)
+        log(f"soak: {events} events, collector RSS {before / 1024:.1f} → "
+            f"{self.results['soak']['rss_after_kib'] / 1024:.1f} MiB")
+
+    def cleanup(self):
+        self.stop_all()
+        for name in list(self.pg_dbs):
+            try:
+                self.pg_drop(name)
+            except BenchError as e:
+                log(f"could not drop {name}: {e}")
+
+
+def machine():
+    model = ""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"nproc": os.cpu_count(), "cpu_model": model, "loadavg_start": os.getloadavg()}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--smoke", action="store_true", help="seconds-long run of every code path")
+    ap.add_argument("--only", action="append", choices=["envoy", "collector", "e2e", "soak"],
+                    help="run only these parts (repeatable)")
+    ap.add_argument("--rounds", type=int)
+    ap.add_argument("--round-s", type=int)
+    ap.add_argument("--soak-s", type=int)
+    ap.add_argument("--out", default=str(ROOT / "target" / "bench"), help="where results are written")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir (bootstraps, logs)")
+    a = ap.parse_args()
+    opts = dict(SMOKE if a.smoke else FULL, smoke=a.smoke)
+    for k in ("rounds", "round_s", "soak_s"):
+        if getattr(a, k) is not None:
+            opts[k] = getattr(a, k)
+    parts = a.only or ["envoy", "collector", "e2e", "soak"]
+    tmp = tempfile.mkdtemp(prefix="meshaudit-bench-")
+    ok = False
+    bench = None
+    try:
+        bench = Bench(opts, tmp)
+        bench.results["machine"] = machine()
+        bench.results["started"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        log(f"mode {bench.results['mode']}, parts {parts}, temp dir {tmp}, "
+            f"load average {bench.results['machine']['loadavg_start']}")
+        if "envoy" in parts:
+            bench.envoy_phase()
+        if "collector" in parts:
+            bench.collector_phase()
+        if "e2e" in parts:
+            bench.e2e_phase()
+        if "soak" in parts:
+            bench.soak_phase()
+        bench.results["machine"]["loadavg_end"] = os.getloadavg()
+        ok = True
+    except BenchError as e:
+        print(f"bench: FAILED: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=sys.stderr)
+    finally:
+        if bench:
+            bench.cleanup()
+    if bench and ok:
+        table = report.markdown(bench.results)
+        print()
+        print(table)
+        out = Path(a.out)
+        out.mkdir(parents=True, exist_ok=True)
+        stem = "smoke" if a.smoke else "latest"
+        (out / f"{stem}.json").write_text(json.dumps(bench.results, indent=1, default=str))
+        (out / f"{stem}.md").write_text(table + "\n")
+        print(f"results: {out / (stem + '.json')}, {out / (stem + '.md')}")
+    if ok and not a.keep:
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        print(f"bench: logs and bootstraps kept in {tmp}", file=sys.stderr)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
