@@ -221,3 +221,52 @@ fn event_mutations_are_refused() {
         assert_eq!(verify_event(map, &hash, &keys), Verification::BadSignature);
     }
 }
+
+/// The worked example of `docs/protocol.md`: if this changes, change the doc.
+#[test]
+fn protocol_doc_worked_example() {
+    use meshaudit_event::schema::{format_timestamp, new_uuid_v4, HttpEvent, HttpSection};
+    let raw_body = br#"{"qty": 1E2, "price": 1.10}"#;
+    let mut e = HttpEvent::new(
+        new_uuid_v4([0xab; 16]),
+        format_timestamp(1_795_478_400_000_000),
+    );
+    e.httpmethod = Some("POST".into());
+    e.httpurl = Some("http://orders.shop/orders".into());
+    e.subject.userid = Some("jürgen".into());
+    e.kubernetes.namespacename = Some("shop".into());
+    e.kubernetes.podname = Some("orders-1".into());
+    e.action.name = Some("/orders".into());
+    e.action.method = Some("POST".into());
+    e.action.severity = Some("INFO".into());
+    e.action.status = Some("SUCCESS".into());
+    e.eventdata.requestpayload = Some(parse(raw_body).unwrap());
+    e.eventdata.metadata.requesttruncated = Some(false);
+    e.eventdata.metadata.requestbodybytes = Some(raw_body.len() as u64);
+    e.eventdata.metadata.requestbodysha256 = Some(sha256_hex(raw_body));
+    e.http = Some(HttpSection {
+        statuscode: 201,
+        durationms: 3,
+        requestbytes: raw_body.len() as u64,
+        protocol: Some("HTTP/1.1".into()),
+        ..HttpSection::default()
+    });
+    let mut v = e.to_value(Schema::Meshaudit1);
+    let unsealed = String::from_utf8(canonical(&v)).unwrap();
+    let hash = seal(v.as_object_mut().unwrap(), Some(b"event-key"), Some("k1"));
+    let line = String::from_utf8(canonical(&v)).unwrap() + "\n";
+    let batch = batch_signature(b"batch-secret", "1795478400", line.as_bytes());
+    assert_eq!(
+        unsealed,
+        include_str!("../testdata/doc_example_unsealed.json")
+    );
+    assert_eq!(line, include_str!("../testdata/doc_example_batch.ndjson"));
+    assert_eq!(
+        hash,
+        "5e3ab91877e6dd9299f6171c87a6f91e4e342d81e1eacabc4660c240df0ee465"
+    );
+    assert_eq!(
+        batch,
+        "sha256=fbca1748bfafc3bf841f57b112e789db4b1be08d0b234c652bda6777dcb8a632"
+    );
+}
