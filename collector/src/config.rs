@@ -539,8 +539,7 @@ mod tests {
             "s",
             "--enforce-ts",
             "yes",
-            "--ts-skew-sec",
-            "-1",
+            "--ts-skew-sec=-1",
             "--listen",
             "nowhere",
         ]);

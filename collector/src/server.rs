@@ -4,10 +4,8 @@
 //! get their answer (bounded by [`DRAIN`]), then drains the writer.
 
 use crate::config::{Settings, TlsFiles};
-use crate::http::{router, AppState, InflightKeys};
+use crate::http::{router, AppState};
 use crate::metrics::Metrics;
-use crate::rate_limit::RateLimiter;
-use crate::store::writer::Writer;
 use crate::store::{self, DynStore};
 use anyhow::Context;
 use std::future::Future;
@@ -54,16 +52,7 @@ pub async fn run_with_store(
     metrics.up.set(1.0);
     let head = store.head().await.context("reading the chain head")?;
     metrics.chain_head_seq.set(head.seq);
-    let (writer, writer_task) =
-        Writer::start(store.clone(), metrics.clone(), settings.idemp_ttl_secs);
-    let state = AppState {
-        settings: Arc::new(settings.clone()),
-        store: store.clone(),
-        writer,
-        metrics: metrics.clone(),
-        rate_limiter: Arc::new(RateLimiter::new(settings.rate_limit_rps)),
-        inflight: Arc::new(InflightKeys::default()),
-    };
+    let (state, writer_task) = AppState::start(settings.clone(), store.clone(), metrics.clone());
     let app = router(state);
 
     let head_task = tokio::spawn(publish_head(store.clone(), metrics.clone()));

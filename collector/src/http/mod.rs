@@ -30,6 +30,28 @@ pub struct AppState {
     pub inflight: Arc<InflightKeys>,
 }
 
+impl AppState {
+    /// Builds the state over an opened, migrated store and starts the writer;
+    /// the writer task ends when every clone of the state is dropped.
+    pub fn start(
+        settings: Settings,
+        store: DynStore,
+        metrics: Arc<Metrics>,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        let (writer, writer_task) =
+            Writer::start(store.clone(), metrics.clone(), settings.idemp_ttl_secs);
+        let state = Self {
+            rate_limiter: Arc::new(RateLimiter::new(settings.rate_limit_rps)),
+            settings: Arc::new(settings),
+            store,
+            writer,
+            metrics,
+            inflight: Arc::new(InflightKeys::default()),
+        };
+        (state, writer_task)
+    }
+}
+
 /// The whole API.
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -116,13 +138,16 @@ impl IntoResponse for ApiError {
 /// replay (replicas are serialised by the store's lock instead).
 #[derive(Default)]
 pub struct InflightKeys {
-    keys: Mutex<HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>>,
+    keys: Mutex<HashMap<ScopedKey, Arc<tokio::sync::Mutex<()>>>>,
 }
+
+/// (API key scope, idempotency key).
+type ScopedKey = (String, String);
 
 /// Held while a request with an idempotency key is processed.
 pub struct InflightGuard {
     owner: Arc<InflightKeys>,
-    key: (String, String),
+    key: ScopedKey,
     lock: Arc<tokio::sync::Mutex<()>>,
     _held: tokio::sync::OwnedMutexGuard<()>,
 }
