@@ -251,6 +251,22 @@ fn protocol_doc_worked_example() {
         protocol: Some("HTTP/1.1".into()),
         ..HttpSection::default()
     });
+    // The mobius-1 shape of the same event: what mobius's model keeps of it.
+    let mobius = String::from_utf8(canonical(&e.to_value(Schema::Mobius1))).unwrap();
+    assert_eq!(
+        mobius,
+        concat!(
+            r#"{"action":{"method":"POST","name":"/orders","severity":"INFO","status":"SUCCESS"},"#,
+            r#""eventdata":{"metadata":{"issensitive":false},"requestpayload":{"price":1.1,"qty":100.0}},"#,
+            r#""httpmethod":"POST","httpurl":"http://orders.shop/orders","id":"abababab-abab-4bab-abab-abababababab","#,
+            r#""kubernetes":{"namespacename":"shop","podname":"orders-1"},"schemaid":"meshaudit.http/v1","#,
+            r#""specversion":"1.0","subject":{"userid":"j\u00fcrgen"},"timestamp":"2026-11-24T00:00:00.000000+00:00"}"#
+        )
+    );
+    assert_eq!(
+        sha256_hex(mobius.as_bytes()),
+        "5c471b3f079b5b759ac42a693b6ab888441e60421ff30828707a562bf5255781"
+    );
     let mut v = e.to_value(Schema::Meshaudit1);
     let unsealed = String::from_utf8(canonical(&v)).unwrap();
     let hash = seal(v.as_object_mut().unwrap(), Some(b"event-key"), Some("k1"));
