@@ -108,11 +108,16 @@ def markdown(results):
     if ship:
         lines += ["### meshaudit shipping during the Envoy rounds", "",
                   "| variant | events captured | batches ok | batches failed | dropped (buffer full) "
-                  "| dropped (other) | collector accepted |", "|---|---|---|---|---|---|---|"]
+                  "| dropped (other) |", "|---|---|---|---|---|---|"]
         for v, s in ship.items():
             lines.append(f"| {labels.get(v, v)} | {s.get('captured', 0):,} | {s.get('batches_ok', 0):,} "
                          f"| {s.get('batches_failed', 0):,} | {s.get('dropped_buffer_full', 0):,} "
-                         f"| {s.get('dropped_other', 0):,} | {s.get('collector_accepted', '—')} |")
+                         f"| {s.get('dropped_other', 0):,} |")
+        accepted = results.get("collector_accepted_envoy_phase")
+        if accepted is not None:
+            captured = sum(s.get("captured", 0) for s in ship.values())
+            lines += ["", f"The collector stored {accepted:,} of the {captured:,} events both variants captured "
+                          "(events still buffered in a worker VM when Envoy stops are not shipped, SPEC §8)."]
         lines.append("")
     col = results.get("collector_summary") or {}
     if col:
@@ -142,4 +147,17 @@ def markdown(results):
                   "| seconds | events committed | RSS before MiB | RSS after MiB |", "|---|---|---|---|",
                   f"| {soak['seconds']:.0f} | {soak['events']:,} | {soak['rss_before_kib'] / 1024:.1f} "
                   f"| {soak['rss_after_kib'] / 1024:.1f} |", ""]
+    prof = results.get("profile")
+    if prof:
+        cols = ["wasm (V8 JIT code)", "envoy", "[kernel.kallsyms]", "libc.so.6"]
+        lines += ["### Where Envoy's CPU goes (perf by DSO, µs of Envoy CPU per request)", "",
+                  "| variant | req/s | CPU µs/req | wasm (V8 JIT) | Envoy C++ (incl. hostcalls, V8 runtime) "
+                  "| kernel | libc | other |", "|---|---|---|---|---|---|---|---|"]
+        for v, p in prof.items():
+            share = {n: pct for pct, n in p["by_dso"]}
+            us = [p["cpu_us_per_req"] * share.get(c, 0.0) / 100 for c in cols]
+            other = p["cpu_us_per_req"] * (100 - sum(share.get(c, 0.0) for c in cols)) / 100
+            lines.append(f"| {labels.get(v, v)} | {p['rps']:,.0f} | {p['cpu_us_per_req']:.1f} | "
+                         + " | ".join(f"{x:.1f}" for x in us) + f" | {max(0.0, other):.1f} |")
+        lines.append("")
     return "\n".join(lines)

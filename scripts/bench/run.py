@@ -208,7 +208,7 @@ class Bench:
                 raise BenchError(f"{v}: the filter captured no events (stats: {ship[v]}); envoy log:\n"
                                  f"{tail(envoys[v].log_path)}")
         accepted = self.collector_accepted(col)
-        ship["meshaudit"]["collector_accepted"] = accepted
+        self.results["collector_accepted_envoy_phase"] = accepted
         if not accepted:
             raise BenchError(f"the collector stored no events from the filter; collector log:\n"
                              f"{tail(col.log_path)}")
@@ -328,6 +328,60 @@ class Bench:
         log(f"soak: {events} events, collector RSS {before / 1024:.1f} → "
             f"{self.results['soak']['rss_after_kib'] / 1024:.1f} MiB")
 
+    # ---------- where the time goes (optional: --only profile) ----------
+    def profile_phase(self):
+        """perf samples of the Envoy process under load, by DSO and symbol. V8's JIT code has no
+        symbols: it shows as unknown addresses (the wasm filter's own code and V8 glue), apart from
+        Envoy's C++ (hostcall handlers, HTTP codec) and the kernel (sockets)."""
+        perf = shutil.which("perf")
+        if not perf:
+            raise BenchError("perf is missing: apt-get install linux-perf")
+        secs = max(2, self.o["round_s"])
+        col = self.start_collector("collector-profile", f"sqlite://{self.tmp / 'profile.db'}")
+        profiles = {}
+        try:
+            for v in ("bare", "trivial_wasm", "meshaudit", "meshaudit_bodies"):
+                e = self.start_envoy(v, col.port)
+                try:
+                    self.wrk(e.url, bootstraps.VARIANTS[v][1], 1)
+                    data = self.tmp / f"perf-{v}.data"
+                    rec = subprocess.Popen([perf, "record", "-q", "-F", "499", "-p", str(e.pid), "-o", data,
+                                            "--", "sleep", str(secs)],
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                    c0 = cpu_seconds(e.pid)
+                    w = self.wrk(e.url, bootstraps.VARIANTS[v][1], secs + 1)
+                    c1 = cpu_seconds(e.pid)
+                    _, err = rec.communicate(timeout=secs + 30)
+                    if rec.returncode != 0:
+                        raise BenchError(f"perf record failed: {err.decode(errors='replace')[-500:]}")
+                    by_dso = {}
+                    for pct, name in self.perf_report(perf, data, "dso"):
+                        name = "wasm (V8 JIT code)" if name.startswith("[JIT]") else name
+                        by_dso[name] = by_dso.get(name, 0.0) + pct
+                    profiles[v] = {
+                        "rps": w["requests"] / (w["duration_us"] / 1e6),
+                        "cpu_us_per_req": (c1 - c0) * 1e6 / max(1, w["requests"]),
+                        "by_dso": sorted(((p, n) for n, p in by_dso.items()), reverse=True),
+                    }
+                    log(f"profile {v}: " + ", ".join(f"{p:.1f}% {n}" for p, n in profiles[v]["by_dso"][:5]))
+                finally:
+                    self.stop(e)
+        finally:
+            self.stop(col)
+        self.results["profile"] = profiles
+
+    def perf_report(self, perf, data, sort):
+        r = subprocess.run([perf, "report", "--stdio", "--no-children", "-i", data, "--sort", sort,
+                            "--percent-limit", "0.3"], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise BenchError(f"perf report failed: {r.stderr[-500:]}")
+        rows = []
+        for line in r.stdout.splitlines():
+            m = re.match(r"^\s+([\d.]+)%\s+(.*\S)\s*$", line)
+            if m:
+                rows.append((float(m.group(1)), re.sub(r"\s+", " ", m.group(2))))
+        return rows
+
     def cleanup(self):
         self.stop_all()
         for name in list(self.pg_dbs):
@@ -352,8 +406,8 @@ def machine():
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true", help="seconds-long run of every code path")
-    ap.add_argument("--only", action="append", choices=["envoy", "collector", "e2e", "soak"],
-                    help="run only these parts (repeatable)")
+    ap.add_argument("--only", action="append", choices=["envoy", "collector", "e2e", "soak", "profile"],
+                    help="run only these parts (repeatable; profile runs only when named)")
     ap.add_argument("--rounds", type=int)
     ap.add_argument("--round-s", type=int)
     ap.add_argument("--soak-s", type=int)
@@ -382,6 +436,8 @@ def main():
             bench.e2e_phase()
         if "soak" in parts:
             bench.soak_phase()
+        if "profile" in parts:
+            bench.profile_phase()
         bench.results["machine"]["loadavg_end"] = os.getloadavg()
         ok = True
     except BenchError as e:
