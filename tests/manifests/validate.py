@@ -28,9 +28,13 @@ What is checked, one output line per checked object, then "N passed, M failed":
   (dist/meshaudit_filter.wasm; `make wasm`) and throwaway TLS files. Validation loads the module
   and runs its on_configure, so with the plugin forced to fail closed a configuration the filter
   refuses fails here.
+- Live: envoy/sidecar.yaml runs for real (live_sidecar.py): requests through it reach a real
+  collector (`make build`) over mTLS as verified, signed events carrying the pod identity from the
+  environment, and its stats listener exports the filter's counters.
 - Self-tests: deliberately broken inputs (an unknown WasmPlugin field, a Deployment without its
   selector, an Envoy bootstrap typo, an unknown filter key, a literal Secret, a writable root
-  filesystem, an empty alert expression, a kustomization naming a missing file) must each fail;
+  filesystem, an empty alert expression, a kustomization naming a missing file, a sidecar that
+  expects another collector certificate name) must each fail;
   one that passes is a failure.
 """
 
@@ -54,6 +58,9 @@ import jsonschema
 import kubernetes_validate.utils as kv
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from live_sidecar import live_sidecar_problems  # noqa: E402 - after the path it lives on
+
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 K8S = ROOT / "k8s"
@@ -61,6 +68,8 @@ ENVOY_DIR = ROOT / "envoy"
 KUBECTL = Path(os.environ.get("MESHAUDIT_KUBECTL", ROOT / ".venv" / "bin" / "kubectl"))
 ENVOY = Path(os.environ.get("MESHAUDIT_ENVOY", ROOT / ".venv" / "bin" / "envoy"))
 WASM = Path(os.environ.get("MESHAUDIT_WASM", ROOT / "dist" / "meshaudit_filter.wasm"))
+COLLECTOR_BIN = Path(os.environ.get("MESHAUDIT_COLLECTOR_BIN",
+                                    ROOT / "target" / "release" / "meshaudit-collector"))
 CRDS = HERE / "istio-crds.yaml"
 
 # SPEC §7: the collector's environment.
@@ -1217,9 +1226,12 @@ def run(report: Report) -> int:
 
     selftests = self_test_jobs(renders, main_wp)
     with ThreadPoolExecutor(max_workers=2) as pool:
+        live = pool.submit(live_sidecar_problems, ENVOY_DIR / "sidecar.yaml", ENVOY, WASM, COLLECTOR_BIN)
         futures = [(what, pool.submit(envoy_validate, config), pre) for what, config, pre in envoy_jobs]
         for what, future, pre in futures:
             report.check(what, pre + future.result(), "envoy --mode validate")
+        report.check("envoy envoy/sidecar.yaml live: audits through the filter to a real collector over mTLS",
+                     live.result(), "events arrived verified, with the pod identity from the env")
         for what, run in selftests:
             try:
                 problems = run(pool)
@@ -1323,6 +1335,19 @@ def self_test_jobs(renders: dict[str, list[dict]], wp: dict | None):
         return expect_failure(wasmplugin_problems(broken, collector_labels, FILTER_ENV),
                               "a WasmPlugin selecting the collector")
 
+    def sidecar_wrong_san(_pool):
+        text = (ENVOY_DIR / "sidecar.yaml").read_text(encoding="utf-8")
+        match = "{exact: meshaudit-collector.meshaudit.svc.cluster.local}"
+        if match not in text:
+            return ["sidecar.yaml no longer pins the collector's SAN; update this self-test"]
+        with tempfile.TemporaryDirectory(prefix="meshaudit-validate-san-") as tmp:
+            broken = Path(tmp) / "sidecar.yaml"
+            broken.write_text(text.replace(match, "{exact: impostor.example.com}"), encoding="utf-8")
+            problems = live_sidecar_problems(broken, ENVOY, WASM, COLLECTOR_BIN, events_timeout_s=5)
+        if any("is missing: run" in p for p in problems):
+            return problems
+        return expect_failure(problems, "a sidecar trusting a collector certificate for the wrong name")
+
     return [
         ("WasmPlugin with an unknown field", unknown_wasmplugin_field),
         ("WasmPlugin env with value and valueFrom HOST", bad_cel_rule),
@@ -1334,6 +1359,7 @@ def self_test_jobs(renders: dict[str, list[dict]], wp: dict | None):
         ("PrometheusRule with an empty or misspelt expression", empty_alert_expr),
         ("kustomization naming a missing file", missing_kustomize_resource),
         ("WasmPlugin whose selector matches the collector", collector_selected),
+        ("sidecar.yaml expecting another collector name (live)", sidecar_wrong_san),
     ]
 
 
