@@ -32,9 +32,9 @@ API_KEY = "bench-api-key"
 SIGNING_SECRET = "bench-signing-secret"
 
 FULL = dict(rounds=3, round_s=10, warmup_s=2, load_batches=300, load_connections=8,
-            ceiling_rows=60000, e2e_rate=1000, e2e_s=10, soak_s=300)
+            ceiling_rows=60000, e2e_rate=1000, e2e_s=10, soak_s=300, memory_requests=1_000_000)
 SMOKE = dict(rounds=1, round_s=1, warmup_s=0, load_batches=4, load_connections=2,
-             ceiling_rows=1000, e2e_rate=100, e2e_s=1, soak_s=2)
+             ceiling_rows=1000, e2e_rate=100, e2e_s=1, soak_s=2, memory_requests=20_000)
 
 
 def log(msg):
@@ -195,6 +195,13 @@ class Bench:
                     if os.path.getsize(e.access_log) == 0:
                         raise BenchError("access_log: Envoy wrote no access log lines")
                     os.truncate(e.access_log, 0)
+        # Memory: bare Envoy and Envoy + meshaudit each serve at least `memory_requests`.
+        for v in ("bare", "meshaudit"):
+            while served[v] < o["memory_requests"]:
+                rps = report.median([r["rps"] for r in rounds[v]]) or 1000
+                secs = int(min(60, max(1, (o["memory_requests"] - served[v]) / rps + 1)))
+                served[v] += self.wrk(envoys[v].url, bootstraps.VARIANTS[v][1], secs)["requests"]
+            log(f"memory {v}: {served[v]:,} requests served, RSS {rss_kib(envoys[v].pid) / 1024:.1f} MiB")
         self.results["envoy_rounds"] = rounds
         self.results["envoy_summary"] = report.summarise_envoy(rounds)
         self.results["envoy_memory"] = {
