@@ -117,3 +117,30 @@ async fn kill9_during_load_postgres() {
     let db = pg_test_db().await;
     load_and_kill(&db.url).await;
 }
+
+/// Two replicas on one PostgreSQL database: one gap-free `seq`, one chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_keep_one_chain_postgres() {
+    let db = pg_test_db().await;
+    let a = CollectorProcess::start(&db.url, &[]).await;
+    let b = CollectorProcess::start(&db.url, &[]).await;
+    let mut clients = Vec::new();
+    for (n, addr) in [a.addr, b.addr, a.addr, b.addr].into_iter().enumerate() {
+        clients.push(tokio::spawn(async move {
+            for batch in 0..15 {
+                let prefix = format!("rep{n}-b{batch}");
+                let r = post_signed(addr, &ndjson_events(&prefix, 5), None)
+                    .await
+                    .unwrap();
+                assert_eq!(r.status, 200);
+            }
+        }));
+    }
+    for c in clients {
+        c.await.unwrap();
+    }
+    drop((a, b));
+    let (code, out) = run_cli(&db.url, &["verify"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("checked 300 events; head seq 300"), "{out}");
+}

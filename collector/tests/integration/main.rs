@@ -4,6 +4,7 @@
 //! tamper detection.
 
 mod durability;
+mod process;
 mod refusals;
 mod smoke;
 mod story;

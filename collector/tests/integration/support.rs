@@ -203,6 +203,16 @@ pub struct CollectorProcess {
 
 impl CollectorProcess {
     pub async fn start(database_url: &str, extra_env: &[(&str, &str)]) -> Self {
+        let me = Self::spawn(database_url, extra_env, None);
+        me.wait_healthy().await
+    }
+
+    /// Starts the binary without waiting; stderr goes to `log` when given.
+    pub fn spawn(
+        database_url: &str,
+        extra_env: &[(&str, &str)],
+        log: Option<&std::path::Path>,
+    ) -> Self {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let mut cmd = std::process::Command::new(bin());
         cmd.arg("serve")
@@ -212,20 +222,27 @@ impl CollectorProcess {
             .env("AUDIT_RECEIVER_SIGNING_SECRET", SECRET)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(match log {
+                Some(path) => Stdio::from(std::fs::File::create(path).expect("log file")),
+                None => Stdio::null(),
+            });
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("start the collector binary");
-        let mut me = Self { child, addr };
+        Self { child, addr }
+    }
+
+    /// Polls plain-HTTP `/healthz` for up to 30 s.
+    pub async fn wait_healthy(mut self) -> Self {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(r) = http(addr, "GET", "/healthz", &[], b"").await {
+            if let Ok(r) = http(self.addr, "GET", "/healthz", &[], b"").await {
                 if r.status == 200 {
-                    return me;
+                    return self;
                 }
             }
-            if let Ok(Some(status)) = me.child.try_wait() {
+            if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("the collector exited at start-up: {status}");
             }
             assert!(
@@ -375,7 +392,8 @@ fn start_throwaway_cluster() -> Result<String, String> {
     }
     let watchdog = format!(
         "{prefix}{pg} -D {data} -p {port} -k {dir} -c listen_addresses=127.0.0.1 -c fsync=on >/dev/null 2>&1 & P=$!; \
-         while kill -0 {me} 2>/dev/null; do sleep 1; done; kill -INT $P 2>/dev/null; sleep 2; rm -rf {dir}",
+         while kill -0 {me} 2>/dev/null; do sleep 1; done; \
+         kill -INT $(head -n 1 {data}/postmaster.pid) 2>/dev/null; wait $P; rm -rf {dir}",
         pg = postgres.display(),
         data = data.display(),
         dir = dir.display(),
