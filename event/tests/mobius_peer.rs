@@ -12,8 +12,10 @@ use common::{
     arb_http_event, arb_key, fixed_events, mobius_python, run_peer, split_line, testdata,
 };
 use meshaudit_event::integrity::{event_hash, seal, verify_event, EventKeys, Verification};
-use meshaudit_event::{canonical, parse, HttpEvent, Schema, Value};
-use proptest::strategy::{Strategy, ValueTree};
+use meshaudit_event::prune::prune;
+use meshaudit_event::{canonical, parse, HttpEvent, Map, Schema, Value};
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
 
 fn keys_for(key: &[u8]) -> EventKeys {
@@ -137,6 +139,58 @@ fn mobius_refuses_what_it_should() {
     // And the untouched one passes.
     let verdicts = peer_verdicts(&py, "verify", &(good + "\n"));
     assert_eq!(verdicts[0].1, "True");
+}
+
+/// Values full of what pruning is about: empties, `schemaid`, `false`, `0`.
+fn arb_prunable() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        Just(Value::String(String::new())),
+        Just(Value::Array(Vec::new())),
+        Just(Value::Object(Map::new())),
+        Just(Value::Bool(false)),
+        Just(Value::from(0i64)),
+        Just(Value::from("x")),
+        Just(Value::Number(meshaudit_event::Number::Float(-0.0))),
+    ];
+    leaf.prop_recursive(5, 40, 5, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+            prop::collection::btree_map(
+                prop_oneof![
+                    Just("schemaid".to_owned()),
+                    Just("a".to_owned()),
+                    Just(String::new()),
+                    "[a-c]{1,2}"
+                ],
+                inner,
+                0..5
+            )
+            .prop_map(Value::Object),
+        ]
+    })
+}
+
+#[test]
+fn prune_matches_mobius_prune_empty() {
+    let py = mobius_python();
+    let mut runner = TestRunner::deterministic();
+    let strategy = arb_prunable();
+    let mut input = String::new();
+    let mut ours = Vec::new();
+    for _ in 0..2000 {
+        let mut v = strategy.new_tree(&mut runner).expect("tree").current();
+        input.push_str(std::str::from_utf8(&canonical(&v)).expect("ASCII"));
+        input.push('\n');
+        prune(&mut v);
+        ours.push(String::from_utf8(canonical(&v)).expect("ASCII"));
+    }
+    let out = run_peer(&py, &["prune"], input.as_bytes());
+    let theirs: Vec<&str> = out.lines().collect();
+    assert_eq!(theirs.len(), ours.len());
+    for ((line, ours), theirs) in input.lines().zip(&ours).zip(theirs) {
+        assert_eq!(ours, theirs, "prune of {line}");
+    }
 }
 
 #[test]

@@ -10,6 +10,8 @@ for meshaudit-event's tests.
                                          and prints, per line, the hash mobius
                                          computes and verify()'s answer (or
                                          "invalid <error>" when the model refuses it)
+    mobius_peer.py prune                 reads JSON lines, prints the canonical form of
+                                         mobius prune_empty(line), one per line
     mobius_peer.py verify-plain          the same lines checked without the model, with
                                          json/hashlib/hmac only (SPEC §5, any event):
                                          prints the hash and whether hash and signature match
@@ -161,6 +163,11 @@ def main():
         make(int(sys.argv[2]), int(sys.argv[3]))
     elif command == "verify":
         verify_lines()
+    elif command == "prune":
+        from mobius_auditlog.models import prune_empty
+
+        for line in sys.stdin:
+            print(json.dumps(prune_empty(json.loads(line)), sort_keys=True, separators=(",", ":")))
     elif command == "verify-plain":
         verify_plain_lines()
     else:
