@@ -128,6 +128,19 @@ def static_cluster(name: str, port: int, http2: bool = False) -> dict:
     return cluster
 
 
+def as_istio_struct(value):
+    """pluginConfig as Istio hands it to the filter: through a protobuf Struct, where every number
+    is a double, then to JSON the way Go's protojson writes doubles (1.0 -> 1, 100 -> 100)."""
+    if isinstance(value, dict):
+        return {k: as_istio_struct(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [as_istio_struct(v) for v in value]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+        return int(number) if number.is_integer() and abs(number) < 1e21 else number
+    return value
+
+
 def wasm_filter(plugin_config: dict, env_names: list[str]) -> dict:
     """The http filter Istio generates from a WasmPlugin (what its pluginConfig must survive)."""
     return {"name": "meshaudit", "typed_config": {
@@ -138,7 +151,7 @@ def wasm_filter(plugin_config: dict, env_names: list[str]) -> dict:
                           "code": {"local": {"filename": "meshaudit_filter.wasm"}},
                           "environment_variables": {"host_env_keys": env_names}},
             "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
-                              "value": json.dumps(plugin_config)}}}}
+                              "value": json.dumps(as_istio_struct(plugin_config))}}}}
 
 
 def wasmplugin_bootstrap(wp: dict) -> dict:
