@@ -27,6 +27,7 @@ def summarise_envoy(rounds_by_variant):
             "p50_ms": median([r["p50_us"] / 1e3 for r in rounds]),
             "p99_ms": median([r["p99_us"] / 1e3 for r in rounds]),
             "cpu_us_per_req": median([r["cpu_us_per_req"] for r in rounds]),
+            "cpu_util": median([r.get("cpu_util") for r in rounds]),
             "rps_all": [round(r["rps"]) for r in rounds],
         }
     for v, s in out.items():
@@ -80,8 +81,8 @@ def markdown(results):
             "### Filter overhead in Envoy (ratios of requests/s; medians of interleaved rounds)",
             "",
             "| variant | vs bare | vs access log | vs trivial wasm | CPU/req vs bare | req/s | p50 ms | p99 ms "
-            "| Envoy CPU µs/req | rounds (req/s) |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| Envoy CPU µs/req | Envoy CPU cores | rounds (req/s) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for v in GET_VARIANTS + POST_VARIANTS:
             s = env.get(v)
@@ -92,6 +93,7 @@ def markdown(results):
                 f"| {labels.get(v, v)} | {fmt(s['vs_bare'])}{base_note} | {fmt(s['vs_access_log'])} "
                 f"| {fmt(s['vs_trivial_wasm'])} | {fmt(s['cpu_vs_bare'])} | {fmt(s['rps'], ',.0f')} "
                 f"| {fmt(s['p50_ms'], '.3f')} | {fmt(s['p99_ms'], '.3f')} | {fmt(s['cpu_us_per_req'], '.1f')} "
+                f"| {fmt(s.get('cpu_util'))} "
                 f"| {', '.join(str(x) for x in s['rps_all'])} |")
         lines.append("")
     mem = results.get("envoy_memory") or {}

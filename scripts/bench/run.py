@@ -188,9 +188,12 @@ class Bench:
                 w["rps"] = w["requests"] / (w["duration_us"] / 1e6)
                 w["cpu_s"] = c1 - c0
                 w["cpu_us_per_req"] = (c1 - c0) * 1e6 / w["requests"]
+                # ~1.0 when Envoy's single worker (plus its main thread) is saturated.
+                w["cpu_util"] = (c1 - c0) / (w["duration_us"] / 1e6)
+                w["loadavg_1m"] = os.getloadavg()[0]
                 rounds[v].append(w)
                 log(f"round {rnd + 1}/{o['rounds']} {v:17s} {w['rps']:9.0f} req/s  p99 "
-                    f"{w['p99_us'] / 1e3:6.2f} ms  {w['cpu_us_per_req']:5.1f} µs CPU/req")
+                    f"{w['p99_us'] / 1e3:6.2f} ms  {w['cpu_us_per_req']:5.1f} µs CPU/req  Envoy CPU {w['cpu_util']:.2f}")
                 if v == "access_log":
                     if os.path.getsize(e.access_log) == 0:
                         raise BenchError("access_log: Envoy wrote no access log lines")

@@ -1,0 +1,88 @@
+"""Unit tests of the harness's pure parts (run by `scripts/bench.sh --smoke`)."""
+
+import json
+import sys
+import unittest
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bootstraps  # noqa: E402
+import report  # noqa: E402
+
+PATHS = {"meshaudit": "/m.wasm", "access_log": "/a.log", "floor_empty": "/e.wasm", "floor_trivial": "/t.wasm"}
+
+
+def http_filters(cfg):
+    hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    return [f["name"] for f in hcm["http_filters"]], hcm
+
+
+class Bootstraps(unittest.TestCase):
+    def test_every_variant_ends_in_the_router_and_answers_directly(self):
+        for v in bootstraps.VARIANTS:
+            names, hcm = http_filters(bootstraps.variant_bootstrap(v, (1, 2), PATHS, 3))
+            self.assertEqual(names[-1], "envoy.filters.http.router", v)
+            route = hcm["route_config"]["virtual_hosts"][0]["routes"][0]
+            self.assertEqual(route["direct_response"]["status"], 200, v)
+
+    def test_post_variants_buffer_and_meshaudit_uses_only_spec_keys(self):
+        names, _ = http_filters(bootstraps.variant_bootstrap("meshaudit_bodies", (1, 2), PATHS, 3))
+        self.assertEqual(names, ["envoy.filters.http.wasm", "envoy.filters.http.buffer", "envoy.filters.http.router"])
+        names, _ = http_filters(bootstraps.variant_bootstrap("bare_post", (1, 2), PATHS, 3))
+        self.assertEqual(names, ["envoy.filters.http.buffer", "envoy.filters.http.router"])
+        cfg = bootstraps.variant_bootstrap("meshaudit_bodies", (1, 2), PATHS, 3)
+        _, hcm = http_filters(cfg)
+        wasm = hcm["http_filters"][0]["typed_config"]["config"]
+        plugin = json.loads(wasm["configuration"]["value"])
+        self.assertEqual(plugin, {"collector_cluster": "meshaudit_collector", "capture_bodies": True})
+        self.assertIn("AUDIT_FORWARD_SIGNING_SECRET", wasm["vm_config"]["environment_variables"]["host_env_keys"])
+        self.assertEqual(cfg["static_resources"]["clusters"][0]["name"], "meshaudit_collector")
+
+    def test_access_log_variant_logs_json_to_the_file(self):
+        _, hcm = http_filters(bootstraps.variant_bootstrap("access_log", (1, 2), PATHS, 3))
+        log = hcm["access_log"][0]["typed_config"]
+        self.assertEqual(log["path"], "/a.log")
+        self.assertIn("json_format", log["log_format"])
+
+
+def rnd(rps, cpu):
+    return {"rps": rps, "p50_us": 1000, "p99_us": 2000, "cpu_us_per_req": cpu, "cpu_util": 1.0}
+
+
+class Report(unittest.TestCase):
+    def test_envoy_ratios_use_medians_and_the_right_baseline(self):
+        s = report.summarise_envoy({
+            "bare": [rnd(100, 10), rnd(80, 12), rnd(90, 11)],
+            "access_log": [rnd(45, 20)],
+            "trivial_wasm": [rnd(60, 15)],
+            "meshaudit": [rnd(54, 18)],
+            "bare_post": [rnd(50, 20)],
+            "meshaudit_bodies": [rnd(40, 25)],
+        })
+        self.assertEqual(s["bare"]["rps"], 90)
+        self.assertAlmostEqual(s["meshaudit"]["vs_bare"], 0.6)
+        self.assertAlmostEqual(s["meshaudit"]["vs_access_log"], 1.2)
+        self.assertAlmostEqual(s["meshaudit"]["vs_trivial_wasm"], 0.9)
+        self.assertAlmostEqual(s["meshaudit"]["cpu_vs_bare"], 11 / 18)
+        self.assertAlmostEqual(s["meshaudit_bodies"]["vs_bare"], 0.8)
+        self.assertIn("| 0.60 |", report.markdown({"envoy_summary": s}))
+
+    def test_collector_fractions_of_each_ceiling(self):
+        def run(rate, key):
+            return {key: rate, "batch": {"p99_ms": 5.0}}
+        s = report.summarise_collector({
+            "collector_postgres": [run(5000, "events_per_s")],
+            "ceiling_postgres_insert": [run(10000, "rows_per_s")],
+            "ceiling_postgres_copy": [run(20000, "rows_per_s")],
+            "collector_sqlite": [run(3000, "events_per_s")],
+            "ceiling_sqlite_insert": [run(12000, "rows_per_s")],
+        })
+        self.assertAlmostEqual(s["collector_postgres"]["vs_insert"], 0.5)
+        self.assertAlmostEqual(s["collector_postgres"]["vs_copy"], 0.25)
+        self.assertAlmostEqual(s["collector_sqlite"]["vs_insert"], 0.25)
+        self.assertIsNone(s["collector_sqlite"]["vs_copy"])
+
+
+if __name__ == "__main__":
+    unittest.main()
