@@ -39,7 +39,8 @@ validate: setup wasm
 
 test: setup build wasm lint
 	cargo test --workspace -- --test-threads=2
-	@if [ -f tests/manifests/validate.py ]; then $(VENV)/bin/python tests/manifests/validate.py; fi
+	$(VENV)/bin/python tests/manifests/validate.py
+	bash scripts/bench.sh --smoke
 
 demo: build wasm
 	@bash scripts/demo.sh
