@@ -34,7 +34,7 @@ unit:
 e2e: build wasm
 	cargo test -p meshaudit-e2e -- --test-threads=2
 
-validate: setup wasm
+validate: setup build wasm
 	$(VENV)/bin/python tests/manifests/validate.py
 
 test: setup build wasm lint

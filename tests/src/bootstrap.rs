@@ -39,7 +39,12 @@ pub struct BootstrapOptions {
 }
 
 impl BootstrapOptions {
-    pub fn new(listener_port: u16, admin_port: u16, upstream_port: u16, collector_port: u16) -> Self {
+    pub fn new(
+        listener_port: u16,
+        admin_port: u16,
+        upstream_port: u16,
+        collector_port: u16,
+    ) -> Self {
         Self {
             listener_port,
             admin_port,
@@ -75,7 +80,12 @@ fn static_cluster(name: &str, port: u16, http2: bool) -> Value {
 }
 
 /// The wasm filter entry of an HTTP connection manager.
-pub fn wasm_filter(wasm: &std::path::Path, plugin_config: &Value, host_env_keys: &[String], key_values: &[(String, String)]) -> Value {
+pub fn wasm_filter(
+    wasm: &std::path::Path,
+    plugin_config: &Value,
+    host_env_keys: &[String],
+    key_values: &[(String, String)],
+) -> Value {
     let kv: serde_json::Map<String, Value> = key_values
         .iter()
         .map(|(k, v)| (k.clone(), Value::String(v.clone())))
@@ -105,7 +115,13 @@ pub fn wasm_filter(wasm: &std::path::Path, plugin_config: &Value, host_env_keys:
 /// The whole bootstrap as JSON (Envoy reads JSON as YAML).
 pub fn bootstrap(o: &BootstrapOptions) -> Value {
     let mut http_filters = Vec::new();
-    if let FilterSetup::Meshaudit { wasm, plugin_config, host_env_keys, key_values } = &o.filter {
+    if let FilterSetup::Meshaudit {
+        wasm,
+        plugin_config,
+        host_env_keys,
+        key_values,
+    } = &o.filter
+    {
         http_filters.push(wasm_filter(wasm, plugin_config, host_env_keys, key_values));
     }
     http_filters.push(json!({

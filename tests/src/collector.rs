@@ -10,18 +10,12 @@ use std::time::Duration;
 pub const TEST_API_KEY: &str = "test-api-key";
 pub const TEST_SIGNING_SECRET: &str = "test-signing-secret";
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct CollectorOptions {
     /// Extra environment (overrides the defaults below).
     pub env: Vec<(String, String)>,
     /// Listen on this port (to restart on the same one); a free one when `None`.
     pub port: Option<u16>,
-}
-
-impl Default for CollectorOptions {
-    fn default() -> Self {
-        Self { env: Vec::new(), port: None }
-    }
 }
 
 pub struct Collector {
@@ -34,7 +28,11 @@ pub struct Collector {
 impl Collector {
     /// `MESHAUDIT_COLLECTOR_BIN`, default `target/release/meshaudit-collector` from `make build`.
     pub fn binary() -> Result<PathBuf> {
-        artifact("MESHAUDIT_COLLECTOR_BIN", "target/release/meshaudit-collector", "build")
+        artifact(
+            "MESHAUDIT_COLLECTOR_BIN",
+            "target/release/meshaudit-collector",
+            "build",
+        )
     }
 
     pub async fn start(opts: CollectorOptions) -> Result<Collector> {
@@ -43,7 +41,12 @@ impl Collector {
             Some(p) => p,
             None => free_port()?,
         };
-        let mut c = Collector { port, dir, opts, child: None };
+        let mut c = Collector {
+            port,
+            dir,
+            opts,
+            child: None,
+        };
         c.spawn().await?;
         Ok(c)
     }
@@ -71,7 +74,11 @@ impl Collector {
         for (k, v) in &self.opts.env {
             cmd.env(k, v);
         }
-        let child = ChildGuard::new("collector", cmd.spawn().with_context(|| format!("starting {}", bin.display()))?);
+        let child = ChildGuard::new(
+            "collector",
+            cmd.spawn()
+                .with_context(|| format!("starting {}", bin.display()))?,
+        );
         self.child = Some(child);
         let client = http_client();
         let url = self.url("/healthz");
@@ -138,7 +145,12 @@ impl Collector {
 
     /// The stored events themselves.
     pub async fn events(&self) -> Result<Vec<Value>> {
-        Ok(self.items().await?.into_iter().map(|mut i| i["event"].take()).collect())
+        Ok(self
+            .items()
+            .await?
+            .into_iter()
+            .map(|mut i| i["event"].take())
+            .collect())
     }
 
     /// Waits until at least `n` events are stored, then a little longer to catch extras.

@@ -43,7 +43,11 @@ impl Envoy {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let child = ChildGuard::new("envoy", cmd.spawn().with_context(|| format!("starting {}", bin.display()))?);
+        let child = ChildGuard::new(
+            "envoy",
+            cmd.spawn()
+                .with_context(|| format!("starting {}", bin.display()))?,
+        );
         let mut envoy = Envoy {
             listener_port: opts.listener_port,
             admin_port: opts.admin_port,
@@ -91,7 +95,10 @@ impl Envoy {
     /// One stat's value from the admin `/stats?format=json` (name as Envoy prints it, e.g.
     /// `meshaudit_events_captured`); `None` when Envoy does not have it.
     pub async fn stat(&self, name: &str) -> Result<Option<i64>> {
-        let url = format!("http://127.0.0.1:{}/stats?format=json&filter=^{}$", self.admin_port, name);
+        let url = format!(
+            "http://127.0.0.1:{}/stats?format=json&filter=^{}$",
+            self.admin_port, name
+        );
         let v: serde_json::Value = http_client().get(url).send().await?.json().await?;
         Ok(v["stats"]
             .as_array()

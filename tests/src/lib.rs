@@ -96,7 +96,9 @@ impl ChildGuard {
     }
     /// Whether the process has exited (and how).
     pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
     /// SIGKILL and reap.
     pub fn kill(&mut self) {
@@ -118,7 +120,10 @@ impl ChildGuard {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        eprintln!("{} did not exit within {grace:?} of SIGTERM; killing", self.name);
+        eprintln!(
+            "{} did not exit within {grace:?} of SIGTERM; killing",
+            self.name
+        );
         let _ = c.kill();
         let _ = c.wait();
         None

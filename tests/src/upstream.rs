@@ -36,11 +36,17 @@ impl Upstream {
             .context("binding the upstream")?;
         let port = listener.local_addr()?.port();
         let records: Arc<Mutex<Vec<RecordedRequest>>> = Arc::default();
-        let app = axum::Router::new().fallback(handle).with_state(records.clone());
+        let app = axum::Router::new()
+            .fallback(handle)
+            .with_state(records.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(Upstream { port, records, task })
+        Ok(Upstream {
+            port,
+            records,
+            task,
+        })
     }
 
     pub fn requests(&self) -> Vec<RecordedRequest> {
@@ -56,12 +62,18 @@ impl Drop for Upstream {
 
 async fn handle(State(records): State<Arc<Mutex<Vec<RecordedRequest>>>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
-    let body: Bytes = axum::body::to_bytes(body, 64 << 20).await.unwrap_or_default();
+    let body: Bytes = axum::body::to_bytes(body, 64 << 20)
+        .await
+        .unwrap_or_default();
     let path = parts.uri.path().to_string();
     if let Ok(mut r) = records.lock() {
         r.push(RecordedRequest {
             method: parts.method.to_string(),
-            path: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
+            path: parts
+                .uri
+                .path_and_query()
+                .map(|p| p.to_string())
+                .unwrap_or_default(),
             headers: parts
                 .headers
                 .iter()

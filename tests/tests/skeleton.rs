@@ -36,7 +36,11 @@ async fn one_event_per_request_through_real_envoy() -> anyhow::Result<()> {
         host_env_keys: vec!["POD_NAME".into(), "POD_NAMESPACE".into()],
         key_values: vec![],
     };
-    let mut envoy = Envoy::start(&opts, &[("POD_NAME", "orders-7f9c"), ("POD_NAMESPACE", "shop")]).await?;
+    let mut envoy = Envoy::start(
+        &opts,
+        &[("POD_NAME", "orders-7f9c"), ("POD_NAMESPACE", "shop")],
+    )
+    .await?;
     let client = http_client();
 
     // (method, path as sent, expected status, expected action.name)
@@ -52,33 +56,53 @@ async fn one_event_per_request_through_real_envoy() -> anyhow::Result<()> {
         let m = reqwest::Method::from_bytes(method.as_bytes())?;
         let mut req = client.request(m, envoy.url(path));
         if *method == "POST" {
-            req = req.header("content-type", "application/json").body(r#"{"item":"book"}"#);
+            req = req
+                .header("content-type", "application/json")
+                .body(r#"{"item":"book"}"#);
         }
         let resp = req.send().await?;
         assert_eq!(resp.status().as_u16(), *status, "{method} {path}");
     }
-    assert_eq!(upstream.requests().len(), cases.len() - 1, "the local reply never reaches the upstream");
+    assert_eq!(
+        upstream.requests().len(),
+        cases.len() - 1,
+        "the local reply never reaches the upstream"
+    );
 
     let items = {
-        collector.wait_for_events(cases.len(), Duration::from_secs(20)).await?;
+        collector
+            .wait_for_events(cases.len(), Duration::from_secs(20))
+            .await?;
         collector.items().await?
     };
-    assert_eq!(items.len(), cases.len(), "exactly one event per request: {items:#?}");
+    assert_eq!(
+        items.len(),
+        cases.len(),
+        "exactly one event per request: {items:#?}"
+    );
 
     let mut ids = HashSet::new();
     for (method, path, status, name) in cases {
         let matching: Vec<&Value> = items
             .iter()
-            .filter(|i| i["event"]["action"]["name"] == *name && i["event"]["httpmethod"] == *method)
+            .filter(|i| {
+                i["event"]["action"]["name"] == *name && i["event"]["httpmethod"] == *method
+            })
             .collect();
         assert_eq!(matching.len(), 1, "{method} {path}: {items:#?}");
         let item = matching[0];
         let e = &item["event"];
-        assert!(ids.insert(e["id"].as_str().unwrap_or_default().to_string()), "ids repeat");
+        assert!(
+            ids.insert(e["id"].as_str().unwrap_or_default().to_string()),
+            "ids repeat"
+        );
         assert_eq!(e["id"].as_str().map(str::len), Some(36), "uuid id: {e}");
         assert_eq!(e["specversion"], "1.0");
         assert_eq!(e["schemaid"], "meshaudit.http/v1");
-        assert!(is_rfc3339_micros_utc(e["timestamp"].as_str().unwrap_or_default()), "timestamp: {e}");
+        assert!(
+            is_rfc3339_micros_utc(e["timestamp"].as_str().unwrap_or_default()),
+            "timestamp: {e}"
+        );
         assert_eq!(e["action"]["method"], *method);
         assert_eq!(e["http"]["statuscode"], *status);
         let (sev, st) = match status {
@@ -95,8 +119,14 @@ async fn one_event_per_request_through_real_envoy() -> anyhow::Result<()> {
             format!("http://127.0.0.1:{}{}", envoy.listener_port, path),
             "{e}"
         );
-        assert!(e["security"]["hash"].is_string() && e["security"]["signature"].is_string(), "{e}");
-        assert_eq!(item["verified"], true, "signed with the shared secret: {item}");
+        assert!(
+            e["security"]["hash"].is_string() && e["security"]["signature"].is_string(),
+            "{e}"
+        );
+        assert_eq!(
+            item["verified"], true,
+            "signed with the shared secret: {item}"
+        );
     }
     assert!(envoy.is_running(), "Envoy survived");
     Ok(())
