@@ -27,6 +27,9 @@ pub const APPEND_LOCK: i64 = 0x6d65_7368;
 /// Months of partitions kept ready beyond the current one.
 pub const PARTITIONS_AHEAD: u32 = 2;
 
+/// Rows per multi-row statement (16 binds each, below PostgreSQL's 65535).
+const ROWS_PER_STATEMENT: usize = 500;
+
 const EVENT_COLUMNS: &str =
     "seq, id, received_at, verified, verify_reason, event_hash, chain_hash, canonical";
 
@@ -204,38 +207,44 @@ impl EventStore for PgStore {
                     .map(|r| Ok((r.try_get("id")?, r.try_get("event_hash")?)))
                     .collect::<Result<_, sqlx::Error>>()?;
             let plan = BatchPlan::decide(&batch.events, |id| known.get(id).cloned());
+            let mut rows = Vec::with_capacity(plan.new_events.len());
             for &i in &plan.new_events {
                 let ev = &batch.events[i];
                 seq += 1;
                 chain = next_chain_hash(&chain, seq, &ev.event_hash);
-                let canonical = String::from_utf8_lossy(&ev.canonical);
-                sqlx::query(
-                    "INSERT INTO events (seq, id, received_at, event_hash, chain_hash, verified, verify_reason, canonical, tenant, namespace, pod, user_id, method, path, status, event_time_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
-                )
-                .bind(seq)
-                .bind(&ev.id)
-                .bind(now)
-                .bind(&ev.event_hash)
-                .bind(&chain)
-                .bind(ev.verification.verified())
-                .bind(ev.verification.reason())
-                .bind(canonical.as_ref())
-                .bind(&ev.index.tenant)
-                .bind(&ev.index.namespace)
-                .bind(&ev.index.pod)
-                .bind(&ev.index.user)
-                .bind(&ev.index.method)
-                .bind(&ev.index.path)
-                .bind(ev.index.status)
-                .bind(ev.index.event_time_us)
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query("INSERT INTO event_ids (id, event_hash, seq) VALUES ($1, $2, $3)")
-                    .bind(&ev.id)
-                    .bind(&ev.event_hash)
-                    .bind(seq)
-                    .execute(&mut *tx)
-                    .await?;
+                rows.push((seq, chain.clone(), ev));
+            }
+            for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+                let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(
+                    "INSERT INTO events (seq, id, received_at, event_hash, chain_hash, verified, verify_reason, canonical, tenant, namespace, pod, user_id, method, path, status, event_time_us) ",
+                );
+                qb.push_values(chunk, |mut b, (seq, chain, ev)| {
+                    b.push_bind(*seq)
+                        .push_bind(ev.id.as_str())
+                        .push_bind(now)
+                        .push_bind(ev.event_hash.as_str())
+                        .push_bind(chain.as_str())
+                        .push_bind(ev.verification.verified())
+                        .push_bind(ev.verification.reason())
+                        .push_bind(String::from_utf8_lossy(&ev.canonical).into_owned())
+                        .push_bind(ev.index.tenant.as_deref())
+                        .push_bind(ev.index.namespace.as_deref())
+                        .push_bind(ev.index.pod.as_deref())
+                        .push_bind(ev.index.user.as_deref())
+                        .push_bind(ev.index.method.as_deref())
+                        .push_bind(ev.index.path.as_deref())
+                        .push_bind(ev.index.status)
+                        .push_bind(ev.index.event_time_us);
+                });
+                qb.build().execute(&mut *tx).await?;
+                let mut qb: QueryBuilder<Postgres> =
+                    QueryBuilder::new("INSERT INTO event_ids (id, event_hash, seq) ");
+                qb.push_values(chunk, |mut b, (seq, _, ev)| {
+                    b.push_bind(ev.id.as_str())
+                        .push_bind(ev.event_hash.as_str())
+                        .push_bind(*seq);
+                });
+                qb.build().execute(&mut *tx).await?;
             }
             if let Some(idem) = &batch.idempotency {
                 let answer = serde_json::to_string(&plan.answer).unwrap_or_default();

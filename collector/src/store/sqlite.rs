@@ -18,6 +18,9 @@ use std::time::Duration;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
+/// Rows per multi-row statement (17 binds each, far below SQLite's limit).
+const ROWS_PER_STATEMENT: usize = 200;
+
 const EVENT_COLUMNS: &str =
     "seq, id, received_at, verified, verify_reason, event_hash, chain_hash, canonical";
 
@@ -127,53 +130,62 @@ impl EventStore for SqliteStore {
                 }
             }
             let mut known = HashMap::new();
-            for ev in &batch.events {
-                if known.contains_key(&ev.id) {
-                    continue;
+            let ids: Vec<&str> = batch.events.iter().map(|e| e.id.as_str()).collect();
+            for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+                let mut qb: QueryBuilder<Sqlite> =
+                    QueryBuilder::new("SELECT id, event_hash FROM event_ids WHERE id IN (");
+                let mut list = qb.separated(", ");
+                for id in chunk {
+                    list.push_bind(*id);
                 }
-                let hash: Option<String> =
-                    sqlx::query_scalar("SELECT event_hash FROM event_ids WHERE id = ?")
-                        .bind(&ev.id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                if let Some(hash) = hash {
-                    known.insert(ev.id.clone(), hash);
+                qb.push(")");
+                for row in qb.build().fetch_all(&mut *tx).await? {
+                    known.insert(
+                        row.try_get::<String, _>("id")?,
+                        row.try_get::<String, _>("event_hash")?,
+                    );
                 }
             }
             let plan = BatchPlan::decide(&batch.events, |id| known.get(id).cloned());
+            let mut rows = Vec::with_capacity(plan.new_events.len());
             for &i in &plan.new_events {
                 let ev = &batch.events[i];
                 seq += 1;
                 chain = next_chain_hash(&chain, seq, &ev.event_hash);
-                let canonical = String::from_utf8_lossy(&ev.canonical);
-                sqlx::query(
-                    "INSERT INTO events (seq, id, received_at, received_us, event_hash, chain_hash, verified, verify_reason, canonical, tenant, namespace, pod, user_id, method, path, status, event_time_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                )
-                .bind(seq)
-                .bind(&ev.id)
-                .bind(&received_at)
-                .bind(now_us)
-                .bind(&ev.event_hash)
-                .bind(&chain)
-                .bind(ev.verification.verified().map(i64::from))
-                .bind(ev.verification.reason())
-                .bind(canonical.as_ref())
-                .bind(&ev.index.tenant)
-                .bind(&ev.index.namespace)
-                .bind(&ev.index.pod)
-                .bind(&ev.index.user)
-                .bind(&ev.index.method)
-                .bind(&ev.index.path)
-                .bind(ev.index.status)
-                .bind(ev.index.event_time_us)
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query("INSERT INTO event_ids (id, event_hash, seq) VALUES (?, ?, ?)")
-                    .bind(&ev.id)
-                    .bind(&ev.event_hash)
-                    .bind(seq)
-                    .execute(&mut *tx)
-                    .await?;
+                rows.push((seq, chain.clone(), ev));
+            }
+            for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+                let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                    "INSERT INTO events (seq, id, received_at, received_us, event_hash, chain_hash, verified, verify_reason, canonical, tenant, namespace, pod, user_id, method, path, status, event_time_us) ",
+                );
+                qb.push_values(chunk, |mut b, (seq, chain, ev)| {
+                    b.push_bind(*seq)
+                        .push_bind(ev.id.as_str())
+                        .push_bind(received_at.as_str())
+                        .push_bind(now_us)
+                        .push_bind(ev.event_hash.as_str())
+                        .push_bind(chain.as_str())
+                        .push_bind(ev.verification.verified().map(i64::from))
+                        .push_bind(ev.verification.reason())
+                        .push_bind(String::from_utf8_lossy(&ev.canonical).into_owned())
+                        .push_bind(ev.index.tenant.as_deref())
+                        .push_bind(ev.index.namespace.as_deref())
+                        .push_bind(ev.index.pod.as_deref())
+                        .push_bind(ev.index.user.as_deref())
+                        .push_bind(ev.index.method.as_deref())
+                        .push_bind(ev.index.path.as_deref())
+                        .push_bind(ev.index.status)
+                        .push_bind(ev.index.event_time_us);
+                });
+                qb.build().execute(&mut *tx).await?;
+                let mut qb: QueryBuilder<Sqlite> =
+                    QueryBuilder::new("INSERT INTO event_ids (id, event_hash, seq) ");
+                qb.push_values(chunk, |mut b, (seq, _, ev)| {
+                    b.push_bind(ev.id.as_str())
+                        .push_bind(ev.event_hash.as_str())
+                        .push_bind(*seq);
+                });
+                qb.build().execute(&mut *tx).await?;
             }
             if let Some(idem) = &batch.idempotency {
                 let answer = serde_json::to_string(&plan.answer).unwrap_or_default();

@@ -478,3 +478,30 @@ async fn story_postgres() {
         .await
         .is_err());
 }
+
+/// A server running with `fsync = off` cannot make a commit durable: refused.
+#[tokio::test]
+async fn postgres_with_fsync_off_is_refused() {
+    let url = tokio::task::spawn_blocking(|| crate::support::start_throwaway_cluster("off"))
+        .await
+        .unwrap()
+        .unwrap_or_else(|why| {
+            panic!("a throwaway PostgreSQL cluster is needed (install postgresql): {why}")
+        });
+    let mut last = None;
+    for _ in 0..50 {
+        match PgStore::connect(&url).await {
+            Err(meshaudit_collector::store::StoreError::Refused(msg)) => {
+                assert!(msg.contains("fsync = off"), "{msg}");
+                let (code, out) = crate::support::run_cli(&url, &["migrate"]);
+                assert_eq!(code, 2, "{out}");
+                assert!(out.contains("fsync = off"), "{out}");
+                return;
+            }
+            Err(e) => last = Some(e.to_string()), // still starting
+            Ok(_) => panic!("a server with fsync = off must be refused"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    panic!("the fsync=off cluster never answered: {last:?}");
+}

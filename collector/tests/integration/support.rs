@@ -328,7 +328,7 @@ pub async fn pg_base_url() -> String {
     let url = if answers(&configured).await {
         configured
     } else {
-        match tokio::task::spawn_blocking(start_throwaway_cluster)
+        match tokio::task::spawn_blocking(|| start_throwaway_cluster("on"))
             .await
             .expect("cluster start task")
         {
@@ -348,7 +348,7 @@ pub async fn pg_base_url() -> String {
 /// Starts `initdb` + `postgres` from `pg_config --bindir` on a free port, as
 /// the `postgres` user when running as root; a watchdog shell stops it when
 /// this test process exits.
-fn start_throwaway_cluster() -> Result<String, String> {
+pub fn start_throwaway_cluster(fsync: &str) -> Result<String, String> {
     let bindir = std::process::Command::new("pg_config")
         .arg("--bindir")
         .output()
@@ -391,7 +391,7 @@ fn start_throwaway_cluster() -> Result<String, String> {
         return Err(format!("initdb failed ({status})"));
     }
     let watchdog = format!(
-        "{prefix}{pg} -D {data} -p {port} -k {dir} -c listen_addresses=127.0.0.1 -c fsync=on >/dev/null 2>&1 & P=$!; \
+        "{prefix}{pg} -D {data} -p {port} -k {dir} -c listen_addresses=127.0.0.1 -c fsync={fsync} >/dev/null 2>&1 & P=$!; \
          while kill -0 {me} 2>/dev/null; do sleep 1; done; \
          kill -INT $(head -n 1 {data}/postmaster.pid) 2>/dev/null; wait $P; rm -rf {dir}",
         pg = postgres.display(),
