@@ -64,6 +64,42 @@ impl PgStore {
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
+
+    /// Creates one monthly partition (with its TRUNCATE trigger) unless it exists.
+    async fn create_partition(
+        &self,
+        name: &str,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(APPEND_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await?;
+        if !exists {
+            tx.execute(
+                format!(
+                    "CREATE TABLE {name} PARTITION OF events FOR VALUES FROM ('{from} 00:00:00+00') TO ('{to} 00:00:00+00')"
+                )
+                .as_str(),
+            )
+            .await?;
+            tx.execute(
+                format!(
+                    "CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON {name} FOR EACH STATEMENT EXECUTE FUNCTION meshaudit_refuse()"
+                )
+                .as_str(),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
 }
 
 /// `(name, from, to)` of the monthly partition holding `month`.
@@ -109,33 +145,14 @@ impl EventStore for PgStore {
     }
 
     async fn prepare_partitions(&self, now: DateTime<Utc>) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(APPEND_LOCK)
-            .execute(&mut *tx)
-            .await?;
         let (mut year, mut month) = (now.year(), now.month());
         for _ in 0..=PARTITIONS_AHEAD {
             if let Some((name, from, to)) = partition_for(year, month) {
-                let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
-                    .bind(&name)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                if !exists {
-                    tx.execute(
-                        format!(
-                            "CREATE TABLE {name} PARTITION OF events FOR VALUES FROM ('{from} 00:00:00+00') TO ('{to} 00:00:00+00')"
-                        )
-                        .as_str(),
-                    )
-                    .await?;
-                    tx.execute(
-                        format!(
-                            "CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON {name} FOR EACH STATEMENT EXECUTE FUNCTION meshaudit_refuse()"
-                        )
-                        .as_str(),
-                    )
-                    .await?;
+                // One transaction per month: a month that cannot be created
+                // (the DEFAULT partition already holds rows of it) is logged
+                // and its rows keep going to DEFAULT; the others still get made.
+                if let Err(e) = self.create_partition(&name, from, to).await {
+                    tracing::warn!(partition = %name, error = %e, "could not create the partition; its rows go to events_default");
                 }
             }
             if month == 12 {
@@ -145,7 +162,6 @@ impl EventStore for PgStore {
                 month += 1;
             }
         }
-        tx.commit().await?;
         Ok(())
     }
 

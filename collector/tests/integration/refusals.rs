@@ -467,3 +467,37 @@ async fn concurrent_same_idempotency_key_stores_once() {
     assert_eq!(fresh, 1, "one first answer, the rest replays");
     assert_eq!(app.stored().await, 20);
 }
+
+#[tokio::test]
+async fn store_unavailable_is_503_and_not_ready() {
+    let app = InProcess::new(&[]).await;
+    app.store.pool().close().await;
+    let (status, body, _) = send(&app, &Req::signed(EVENT)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"], "store_unavailable");
+    let mut r = Req::signed(EVENT);
+    r.idempotency_key = Some("k".into());
+    let (status, _, _) = send(&app, &r).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let get = |p: &str| Request::get(p).body(Body::empty()).unwrap();
+    let resp = app.router().oneshot(get("/readyz")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let resp = app.router().oneshot(get("/healthz")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        app.state
+            .metrics
+            .events_rejected
+            .with_label_values(&["store_unavailable"])
+            .get(),
+        2
+    );
+    assert_eq!(
+        app.state
+            .metrics
+            .requests
+            .with_label_values(&["error"])
+            .get(),
+        2
+    );
+}
