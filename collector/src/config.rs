@@ -41,7 +41,12 @@ pub struct DbArgs {
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://meshaudit.db")]
     pub database_url: String,
     /// Log format: `text` or `json`.
-    #[arg(long, env = "MESHAUDIT_LOG_FORMAT", default_value = "text")]
+    #[arg(
+        long,
+        env = "MESHAUDIT_LOG_FORMAT",
+        default_value = "text",
+        ignore_case = true
+    )]
     pub log_format: LogFormat,
 }
 

@@ -120,19 +120,15 @@ pub fn event_query(params: &HashMap<String, String>) -> Result<EventQuery, ApiEr
     })
 }
 
-fn items(events: Vec<StoredEvent>) -> Result<Vec<EventItem>, ApiError> {
-    events
-        .into_iter()
-        .map(EventItem::try_from)
-        .collect::<Result<_, _>>()
-        .map_err(|e| {
-            tracing::error!(error = %e, "a stored event is not JSON");
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "a stored event could not be read; run verify",
-            )
-        })
+fn item(event: StoredEvent) -> Result<EventItem, ApiError> {
+    EventItem::try_from(event).map_err(|e| {
+        tracing::error!(error = %e, "a stored event is not JSON");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "a stored event could not be read; run verify",
+        )
+    })
 }
 
 async fn list_events(
@@ -153,7 +149,7 @@ async fn list_events(
         None
     };
     Ok(Json(EventPage {
-        events: items(events)?,
+        events: events.into_iter().map(item).collect::<Result<_, _>>()?,
         next_cursor,
     }))
 }
@@ -170,7 +166,7 @@ async fn get_event(
         .await
         .map_err(|e| ApiError::store_unavailable(&e))?;
     match found {
-        Some(ev) => Ok(Json(items(vec![ev])?.remove(0))),
+        Some(ev) => Ok(Json(item(ev)?)),
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",

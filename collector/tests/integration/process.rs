@@ -408,3 +408,48 @@ async fn source_headers_query_and_retain_commands() {
     );
     assert_eq!(code, 2, "{out}");
 }
+
+/// The stored chain as an outsider recomputes it with Python's `json` and
+/// `hashlib` from the query output (SPEC §5), non-ASCII, floats and big
+/// integers included.
+#[tokio::test]
+async fn chain_matches_python_recomputation() {
+    let db = temp_sqlite();
+    let collector = CollectorProcess::start(&db.url, &[]).await;
+    let body = "{\"id\":\"u1\",\"name\":\"caf\u{e9} \u{1f600}\",\"f\":0.1,\"g\":1e-05,\"big\":123456789012345678901234567890}\n\
+                {\"id\":\"u2\",\"nested\":{\"b\":[1,2.5,null,true],\"a\":\"/path\\u0001\"},\"security\":{\"hash\":\"x\"}}\n\
+                {\"event\":\"ping\",\"ts\":1700000000}\n";
+    let r = post_signed(collector.addr, body.as_bytes(), None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    drop(collector);
+    let (code, out) = run_cli(&db.url, &["query", "--format", "ndjson"]);
+    assert_eq!(code, 0, "{out}");
+    let path = db.dir.path().join("items.ndjson");
+    std::fs::write(&path, &out).unwrap();
+    let script = r#"
+import hashlib, json, sys
+prev = "0" * 64
+n = 0
+for line in open(sys.argv[1]):
+    item = json.loads(line)
+    event = dict(item["event"])
+    event.pop("security", None)
+    h = hashlib.sha256(json.dumps(event, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    prev = hashlib.sha256(("%s:%d:%s" % (prev, item["seq"], h)).encode()).hexdigest()
+    assert prev == item["chain_hash"], (item["seq"], prev, item["chain_hash"])
+    n += 1
+print(n)
+"#;
+    let py = Command::new("python3")
+        .args(["-c", script, &path.display().to_string()])
+        .output()
+        .expect("this test needs python3 (Debian: apt-get install -y python3)");
+    assert!(
+        py.status.success(),
+        "{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&py.stdout).trim(), "3");
+}
