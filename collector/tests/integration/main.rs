@@ -1,9 +1,11 @@
 //! Integration tests of the collector, in one binary (one link step):
 //! the store story on SQLite and PostgreSQL, every ingest refusal, the seed
-//! 000 smoke test as a real shell script, durability under kill -9, and
-//! tamper detection.
+//! 000 smoke test as a real shell script, mobius-auditlog-py events,
+//! durability under kill -9, replicas, the binary's operations (SIGTERM,
+//! TLS, commands) and tamper detection.
 
 mod durability;
+mod mobius;
 mod process;
 mod refusals;
 mod smoke;
