@@ -90,6 +90,8 @@ struct Stream {
     request_bytes: u64,
     response_bytes: u64,
     reserved: usize,
+    /// When the request headers reached the filter (the event timestamp).
+    start_ns: u64,
 }
 
 fn with_filter<R>(f: impl FnOnce(&mut Filter) -> R) -> Option<R> {
@@ -122,6 +124,7 @@ pub extern "C" fn proxy_on_context_create(context_id: u32, parent_id: u32) {
                     request_bytes: 0,
                     response_bytes: 0,
                     reserved: 0,
+                    start_ns: 0,
                 },
             );
         }
@@ -189,7 +192,11 @@ pub extern "C" fn proxy_on_configure(context_id: u32, size: usize) -> u32 {
 
 fn read_workload() -> Workload {
     let env = |name: &str| std::env::var(name).ok().filter(|s| !s.is_empty());
-    let node = |key: &str| hc::property_string(&["node", "metadata", key]);
+    // Envoy 1.40 serves the node as `xds.node`; older ones as `node`.
+    let node = |key: &str| {
+        hc::property_string(&["xds", "node", "metadata", key])
+            .or_else(|| hc::property_string(&["node", "metadata", key]))
+    };
     Workload {
         namespace: env("POD_NAMESPACE").or_else(|| node("NAMESPACE")),
         pod: env("POD_NAME").or_else(|| node("NAME")),
@@ -297,6 +304,7 @@ fn with_stream(context_id: u32, f: impl FnOnce(&mut Plugin, &mut Stream)) {
 #[no_mangle]
 pub extern "C" fn proxy_on_request_headers(context_id: u32, _headers: usize, _eos: u32) -> u32 {
     with_stream(context_id, |p, s| {
+        s.start_ns = hc::now_ns();
         if p.cfg.capture_bodies && s.audited.is_none() {
             open_request(p, s);
         }
@@ -375,9 +383,13 @@ pub extern "C" fn proxy_on_log(context_id: u32) {
                 .response_trailers(&parse_header_pairs(&buf), &mut s.response);
         }
         let end = hc::now_ns();
-        request.start_unix_ns = hc::property_u64(&["request", "time"])
-            .filter(|&t| t > 0 && t <= end)
-            .unwrap_or(end);
+        // A stream that never passed its request headers through us (a local
+        // reply from an earlier filter) starts at its end.
+        request.start_unix_ns = if s.start_ns > 0 && s.start_ns <= end {
+            s.start_ns
+        } else {
+            end
+        };
         request.body_bytes = s.request_bytes;
         let mut response = std::mem::take(&mut s.response);
         response.body_bytes = s.response_bytes;
