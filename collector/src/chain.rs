@@ -137,7 +137,7 @@ impl ChainVerifier {
 
 fn id_of(canonical: &[u8], hash: &str) -> Option<String> {
     match parse(canonical).ok()?.get("id") {
-        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+        Some(Value::String(s)) if !s.is_empty() => Some(crate::prepare::column_text(s)),
         _ => Some(format!("sha256:{hash}")),
     }
 }

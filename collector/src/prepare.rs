@@ -63,7 +63,7 @@ pub fn prepare(raw: RawEvent, keys: &EventKeys) -> PreparedEvent {
     let hash = event_hash(&event);
     let verification = verify_event(&event, &hash, keys);
     let id = match event.get("id") {
-        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(Value::String(s)) if !s.is_empty() => column_text(s),
         _ => format!("sha256:{hash}"),
     };
     let index = index_columns(&event);
@@ -91,7 +91,17 @@ fn source_kind(event: &Map) -> SourceKind {
 fn text(event: &Map, path: &[&str]) -> Option<String> {
     let (first, rest) = path.split_first()?;
     let v = rest.iter().try_fold(event.get(*first)?, |v, k| v.get(k))?;
-    v.as_str().filter(|s| !s.is_empty()).map(str::to_owned)
+    v.as_str().filter(|s| !s.is_empty()).map(column_text)
+}
+
+/// Text for a database column: PostgreSQL TEXT cannot hold NUL, so it becomes
+/// U+FFFD (the stored event JSON keeps it, escaped, byte-exact).
+pub fn column_text(s: &str) -> String {
+    if s.contains('\0') {
+        s.replace('\0', "\u{fffd}")
+    } else {
+        s.to_owned()
+    }
 }
 
 fn integer(event: &Map, path: &[&str]) -> Option<i64> {

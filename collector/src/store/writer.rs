@@ -69,29 +69,55 @@ async fn run(
             }
         }
         let (batches, replies): (Vec<BatchWrite>, Vec<Reply>) = group.drain(..).unzip();
-        let started = std::time::Instant::now();
-        let result = store.append_batches(&batches, Utc::now(), ttl).await;
-        metrics
-            .db_write_seconds
-            .observe(started.elapsed().as_secs_f64());
-        match result {
-            Ok(outcomes) => {
-                if let Ok(head) = store.head().await {
-                    metrics.chain_head_seq.set(head.seq);
-                }
-                for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                    let _ = reply.send(Ok(outcome));
+        match commit(&store, &metrics, &batches, ttl).await {
+            Ok(outcomes) => answer(replies, outcomes.into_iter().map(Ok)),
+            Err(e) if batches.len() > 1 => {
+                // One bad batch must not fail the others grouped with it:
+                // retry each on its own, so only the culprit gets its 503.
+                tracing::warn!(error = %e, batches = batches.len(), "group commit failed; retrying batch by batch");
+                for (batch, reply) in batches.into_iter().zip(replies) {
+                    let one = std::slice::from_ref(&batch);
+                    let result = commit(&store, &metrics, one, ttl).await;
+                    let outcome = result
+                        .map_err(|e| failed(&e, 1))
+                        .and_then(|mut o| o.pop().ok_or(WriterError::Stopped));
+                    let _ = reply.send(outcome);
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, batches = batches.len(), "append failed; answering 503");
-                let message = short_error(&e);
-                for reply in replies {
-                    let _ = reply.send(Err(WriterError::Unavailable(message.clone())));
-                }
+                let err = failed(&e, batches.len());
+                answer(replies, std::iter::repeat_with(|| Err(err.clone())));
             }
         }
+        if let Ok(head) = store.head().await {
+            metrics.chain_head_seq.set(head.seq);
+        }
     }
+}
+
+async fn commit(
+    store: &DynStore,
+    metrics: &Metrics,
+    batches: &[BatchWrite],
+    ttl: i64,
+) -> Result<Vec<WriteOutcome>, StoreError> {
+    let started = std::time::Instant::now();
+    let result = store.append_batches(batches, Utc::now(), ttl).await;
+    metrics
+        .db_write_seconds
+        .observe(started.elapsed().as_secs_f64());
+    result
+}
+
+fn answer(replies: Vec<Reply>, outcomes: impl Iterator<Item = Result<WriteOutcome, WriterError>>) {
+    for (reply, outcome) in replies.into_iter().zip(outcomes) {
+        let _ = reply.send(outcome);
+    }
+}
+
+fn failed(e: &StoreError, batches: usize) -> WriterError {
+    tracing::error!(error = %e, batches, "append failed; answering 503");
+    WriterError::Unavailable(short_error(e))
 }
 
 fn short_error(e: &StoreError) -> String {

@@ -12,3 +12,4 @@ mod smoke;
 mod story;
 mod support;
 mod tamper;
+mod writer;
