@@ -140,3 +140,46 @@ fn verify_exits_2_when_it_cannot_check() {
     let (code, out) = run_cli("postgres://postgres@127.0.0.1:1/nowhere", &["verify"]);
     assert_eq!(code, 2, "{out}");
 }
+
+#[tokio::test]
+async fn verify_draws_a_progress_bar_only_on_a_terminal() {
+    let db = temp_sqlite();
+    let store = SqliteStore::connect(&db.url).await.unwrap();
+    store.migrate().await.unwrap();
+    let events: Vec<_> = split_events(&ndjson_events("p", 2500), Framing::Ndjson)
+        .unwrap()
+        .into_iter()
+        .map(|raw| prepare(raw, &EventKeys::default()))
+        .collect();
+    store
+        .append_batches(
+            &[BatchWrite {
+                events,
+                idempotency: None,
+            }],
+            Utc::now(),
+            60,
+        )
+        .await
+        .unwrap();
+    let (code, out) = run_cli(&db.url, &["verify"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("verifying"), "no bar off a terminal: {out}");
+    // `script` runs the command on a pseudo-terminal.
+    let out = std::process::Command::new("script")
+        .args([
+            "-qec",
+            &format!("{} verify", crate::support::bin()),
+            "/dev/null",
+        ])
+        .env("DATABASE_URL", &db.url)
+        .output()
+        .expect("this test needs `script` (Debian: apt-get install -y bsdutils)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("verifying"),
+        "a progress bar on a terminal: {text}"
+    );
+    assert!(text.contains("OK: checked 2500 events"), "{text}");
+}
