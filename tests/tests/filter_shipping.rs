@@ -1,0 +1,313 @@
+//! How the filter ships, checked in a real Envoy: a collector that goes away
+//! and comes back gets every event exactly once; a collector answering 500 or
+//! hanging up costs retries (counted) and never traffic; a full buffer drops
+//! and counts; batches carry SPEC §6's headers and keep their idempotency key
+//! across retries; proxied exchanges are byte-identical with and without the
+//! filter.
+
+mod filter_support;
+
+use filter_support::*;
+use meshaudit_e2e::*;
+use serde_json::json;
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collector_down_then_back_gets_every_event_exactly_once() -> anyhow::Result<()> {
+    let mut collector = Collector::start(CollectorOptions::default()).await?;
+    let upstream = Upstream::start().await?;
+    let opts = options(
+        upstream.port,
+        collector.port,
+        json!({"retries": 10, "backoff_ms": 200, "max_backoff_ms": 1000, "batch_max_events": 5}),
+    )?;
+    let mut envoy = start_envoy(&opts, &[]).await?;
+    collector.kill();
+    let n = 20;
+    for i in 0..n {
+        let resp = http_client()
+            .get(envoy.url(&format!("/orders/{i}")))
+            .send()
+            .await?;
+        assert_eq!(
+            resp.status().as_u16(),
+            200,
+            "traffic flows while the collector is down"
+        );
+    }
+    wait_stat(&envoy, "meshaudit_batch_retries", 1, WAIT).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    collector.restart().await?;
+    let items = {
+        collector.wait_for_events(n, WAIT).await?;
+        // retried batches that had reached the collector are answered as replays
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        collector.items().await?
+    };
+    let ids: HashSet<&str> = items.iter().filter_map(|i| i["id"].as_str()).collect();
+    assert_eq!(items.len(), n, "exactly once: {items:#?}");
+    assert_eq!(ids.len(), n);
+    let paths: HashSet<String> = items
+        .iter()
+        .filter_map(|i| i["event"]["action"]["name"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(paths.len(), n, "every request");
+    assert!(items.iter().all(|i| i["verified"] == true));
+    assert_eq!(
+        stat(&envoy, "meshaudit_events_dropped_retries_exhausted").await?,
+        0
+    );
+    wait_stat(&envoy, "meshaudit_batches_ok", 4, WAIT).await?;
+    assert_healthy(&mut envoy);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_honour_retry_after_and_resign_with_the_same_key() -> anyhow::Result<()> {
+    let fake = FakeCollector::start(FakeBehaviour::RetryAfter(429, 1)).await?;
+    let upstream = Upstream::start().await?;
+    let opts = options(
+        upstream.port,
+        fake.port,
+        json!({"retries": 2, "backoff_ms": 50, "max_backoff_ms": 5000}),
+    )?;
+    let mut envoy = start_envoy(&opts, &[]).await?;
+    let resp = http_client().get(envoy.url("/orders/1")).send().await?;
+    assert_eq!(resp.status().as_u16(), 200);
+    wait_stat(
+        &envoy,
+        "meshaudit_events_dropped_retries_exhausted",
+        1,
+        WAIT,
+    )
+    .await?;
+    let seen = fake.requests();
+    assert_eq!(seen.len(), 3, "one attempt and two retries");
+    let first = &seen[0];
+    for r in &seen {
+        assert_eq!(r.body, first.body, "the same bytes every attempt");
+        assert_eq!(
+            r.header("x-idempotency-key"),
+            first.header("x-idempotency-key")
+        );
+        assert_eq!(r.header("x-meshaudit-batch-seq"), Some("1"));
+        assert_eq!(
+            r.header("x-meshaudit-source"),
+            Some(format!("{NAMESPACE}/{POD}").as_str())
+        );
+        assert_eq!(r.header("x-api-key"), Some("test-api-key"));
+        assert_eq!(r.header("content-type"), Some("application/x-ndjson"));
+        let ts = r.header("x-signature-ts").unwrap_or("");
+        let expected = run_python(
+            "import hmac,hashlib,sys; ts=sys.argv[1] if len(sys.argv)>1 else ''; d=sys.stdin.buffer.read(); \
+             t,b=d.split(b'\\n',1); print('sha256='+hmac.new(b'test-signing-secret',t+b'.'+b,hashlib.sha256).hexdigest())",
+            &[ts.as_bytes(), b"\n", &r.body].concat(),
+        )?;
+        assert_eq!(
+            r.header("x-signature"),
+            Some(expected.trim()),
+            "signed over ts.body"
+        );
+    }
+    for pair in seen.windows(2) {
+        let gap = pair[1].at.duration_since(pair[0].at);
+        assert!(
+            gap >= Duration::from_millis(950),
+            "Retry-After: 1 honoured: {gap:?}"
+        );
+        assert_ne!(
+            pair[0].header("x-signature-ts"),
+            pair[1].header("x-signature-ts"),
+            "each attempt re-signed with a fresh timestamp"
+        );
+    }
+    assert_eq!(stat(&envoy, "meshaudit_batch_retries").await?, 2);
+    assert_eq!(stat(&envoy, "meshaudit_batches_failed").await?, 1);
+
+    // the next batch says how many were lost before it
+    fake.set(FakeBehaviour::Status(200));
+    http_client().get(envoy.url("/orders/2")).send().await?;
+    wait_stat(&envoy, "meshaudit_batches_ok", 1, WAIT).await?;
+    let last = fake.requests().pop().map(|r| {
+        (
+            r.header("x-meshaudit-dropped").map(str::to_owned),
+            r.header("x-meshaudit-batch-seq").map(str::to_owned),
+        )
+    });
+    assert_eq!(last, Some((Some("1".to_owned()), Some("2".to_owned()))));
+    let prom = envoy.stats_prometheus().await?;
+    assert!(prom.contains("meshaudit_batch_retries{} 2"), "{prom}");
+    assert_healthy(&mut envoy);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_hanging_up_answering_500_or_refusing_costs_retries_not_traffic(
+) -> anyhow::Result<()> {
+    let fake = FakeCollector::start(FakeBehaviour::Close).await?;
+    let upstream = Upstream::start().await?;
+    let opts = options(upstream.port, fake.port, json!({"retries": 1}))?;
+    let mut envoy = start_envoy(&opts, &[]).await?;
+    for i in 0..10 {
+        let resp = http_client()
+            .get(envoy.url(&format!("/orders/{i}")))
+            .send()
+            .await?;
+        assert_eq!(resp.status().as_u16(), 200);
+    }
+    wait_stat(
+        &envoy,
+        "meshaudit_events_dropped_retries_exhausted",
+        10,
+        WAIT,
+    )
+    .await?;
+    assert!(stat(&envoy, "meshaudit_batch_retries").await? >= 1);
+    let prom = envoy.stats_prometheus().await?;
+    assert!(prom.contains("meshaudit_batch_retries{}"), "{prom}");
+
+    // a collector answering 500: retried, then dropped and counted
+    fake.set(FakeBehaviour::Status(500));
+    let retries_before = stat(&envoy, "meshaudit_batch_retries").await?;
+    let resp = http_client().get(envoy.url("/orders/500")).send().await?;
+    assert_eq!(resp.status().as_u16(), 200);
+    wait_stat(
+        &envoy,
+        "meshaudit_events_dropped_retries_exhausted",
+        11,
+        WAIT,
+    )
+    .await?;
+    assert_eq!(
+        stat(&envoy, "meshaudit_batch_retries").await?,
+        retries_before + 1
+    );
+
+    // 4xx other than 429 is final: no retry, counted as rejected
+    fake.set(FakeBehaviour::Status(401));
+    let before = stat(&envoy, "meshaudit_batch_retries").await?;
+    http_client().get(envoy.url("/orders/x")).send().await?;
+    wait_stat(&envoy, "meshaudit_events_dropped_rejected", 1, WAIT).await?;
+    assert_eq!(stat(&envoy, "meshaudit_batch_retries").await?, before);
+    assert_eq!(stat(&envoy, "meshaudit_buffered_events").await?, 0);
+    assert_healthy(&mut envoy);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_buffer_drops_new_events_and_counts_them() -> anyhow::Result<()> {
+    let upstream = Upstream::start().await?;
+    let closed = free_port()?;
+    let opts = options(
+        upstream.port,
+        closed,
+        json!({"max_buffered_events": 5, "retries": 50, "backoff_ms": 5000, "max_backoff_ms": 5000}),
+    )?;
+    let mut envoy = start_envoy(&opts, &[]).await?;
+    for i in 0..20 {
+        let resp = http_client()
+            .get(envoy.url(&format!("/orders/{i}")))
+            .send()
+            .await?;
+        assert_eq!(resp.status().as_u16(), 200);
+    }
+    assert_eq!(
+        wait_stat(&envoy, "meshaudit_events_dropped_buffer_full", 15, WAIT).await?,
+        15
+    );
+    assert_eq!(stat(&envoy, "meshaudit_events_captured").await?, 5);
+    assert_eq!(stat(&envoy, "meshaudit_buffered_events").await?, 5);
+    assert_healthy(&mut envoy);
+    Ok(())
+}
+
+/// Builds one request against the given Envoy.
+type Case<'a> = Box<dyn Fn(&Envoy) -> reqwest::RequestBuilder + 'a>;
+
+/// Status, headers (without the per-response ones) and body.
+async fn exchange(
+    req: reqwest::RequestBuilder,
+) -> anyhow::Result<(u16, BTreeMap<String, String>, Vec<u8>)> {
+    let resp = req.send().await?;
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "date" | "x-envoy-upstream-service-time"))
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    Ok((status, headers, resp.bytes().await?.to_vec()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxied_exchanges_are_identical_with_and_without_the_filter() -> anyhow::Result<()> {
+    let collector = Collector::start(CollectorOptions::default()).await?;
+    let upstream = Upstream::start().await?;
+    let bare_opts =
+        BootstrapOptions::new(free_port()?, free_port()?, upstream.port, collector.port);
+    let bare = start_envoy(&bare_opts, &[]).await?;
+    let with_opts = options(
+        upstream.port,
+        collector.port,
+        json!({"capture_bodies": true, "max_body_bytes": 16}),
+    )?;
+    let mut with = start_envoy(&with_opts, &[]).await?;
+    let big = "y".repeat(200_000);
+    let client = http_client();
+    {
+        let (a, b) = (&bare, &with);
+        let cases: Vec<Case> = vec![
+            Box::new(|e: &Envoy| client.get(e.url("/orders/1?q=2"))),
+            Box::new(|e: &Envoy| {
+                client
+                    .post(e.url("/echo"))
+                    .header("content-type", "application/json")
+                    .body(r#"{"password":"x","a":[1,2]}"#)
+            }),
+            Box::new(|e: &Envoy| {
+                client
+                    .post(e.url("/echo"))
+                    .header("content-type", "text/plain")
+                    .body(big.clone())
+            }),
+            Box::new(|e: &Envoy| {
+                client
+                    .put(e.url("/status/503"))
+                    .header("authorization", "Bearer t")
+            }),
+            Box::new(|e: &Envoy| client.head(e.url("/orders"))),
+            Box::new(|e: &Envoy| client.get(e.url("/local-reply/z"))),
+        ];
+        for (i, case) in cases.iter().enumerate() {
+            let x = exchange(case(a)).await?;
+            let y = exchange(case(b)).await?;
+            assert_eq!(x, y, "case {i} differs with the filter");
+        }
+    }
+    // what the upstream received is identical too (but for Envoy's per-request id
+    // and the listener port in `host`)
+    let reqs = upstream.requests();
+    let strip = |h: &Vec<(String, Vec<u8>)>| -> Vec<(String, Vec<u8>)> {
+        h.iter()
+            .filter(|(k, _)| k != "x-request-id" && k != "host")
+            .cloned()
+            .collect()
+    };
+    for pair in reqs.chunks(2) {
+        if let [x, y] = pair {
+            assert_eq!((&x.method, &x.path, &x.body), (&y.method, &y.path, &y.body));
+            assert_eq!(strip(&x.headers), strip(&y.headers));
+        }
+    }
+    collector.wait_for_events(6, WAIT).await?;
+    assert_healthy(&mut with);
+    Ok(())
+}
