@@ -302,6 +302,14 @@ pub fn parse_event_keys(s: Option<&str>) -> Result<Vec<(String, Vec<u8>)>, Strin
         .collect()
 }
 
+/// `IP:PORT`, or `NAME:PORT` resolved once (the first address).
+fn resolve_listen(s: &str) -> Option<SocketAddr> {
+    if let Ok(addr) = s.parse() {
+        return Some(addr);
+    }
+    std::net::ToSocketAddrs::to_socket_addrs(s).ok()?.next()
+}
+
 /// The database URL with any password replaced, for logs and `Debug`.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -351,17 +359,13 @@ impl ServeArgs {
             &mut problems,
         );
 
-        let listen = self
-            .listen
-            .trim()
-            .parse::<SocketAddr>()
-            .unwrap_or_else(|_| {
-                problems.push(format!(
-                    "MESHAUDIT_LISTEN: expected HOST:PORT with an IP address, got {:?}",
-                    self.listen
-                ));
-                SocketAddr::from(([0, 0, 0, 0], 8080))
-            });
+        let listen = resolve_listen(self.listen.trim()).unwrap_or_else(|| {
+            problems.push(format!(
+                "MESHAUDIT_LISTEN: expected HOST:PORT (an IP address or a resolvable name), got {:?}",
+                self.listen
+            ));
+            SocketAddr::from(([0, 0, 0, 0], 8080))
+        });
 
         let api_keys: Vec<Secret> = parse_list(self.api_key.as_deref())
             .into_iter()
@@ -595,5 +599,15 @@ mod tests {
         assert_eq!(parse_bool("TRUE"), Some(true));
         assert_eq!(parse_bool(" 0 "), Some(false));
         assert_eq!(parse_bool("yes"), None);
+    }
+
+    #[test]
+    fn listen_takes_ips_and_names() {
+        assert_eq!(resolve_listen("[::1]:9"), Some("[::1]:9".parse().unwrap()));
+        assert_eq!(
+            resolve_listen("localhost:8080").map(|a| a.port()),
+            Some(8080)
+        );
+        assert_eq!(resolve_listen("nowhere"), None);
     }
 }
