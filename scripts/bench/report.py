@@ -53,6 +53,7 @@ def summarise_collector(runs):
             "rate": median([r[rate_key] for r in reports]),
             "p99_batch_ms": median(lat),
             "rates_all": [round(r[rate_key]) for r in reports],
+            "cpu_us_per_event": median([r.get("collector_cpu_us_per_event") for r in reports]),
         }
         rss = [(r.get("rss_before_kib"), r.get("rss_after_kib")) for r in reports]
         if any(a for a, _ in rss):
@@ -125,7 +126,8 @@ def markdown(results):
     if col:
         lines += ["### Collector durable ingest (medians; every ingest check on)", "",
                   "| run | events or rows/s | collector vs INSERT | collector vs COPY | p99 batch ms "
-                  "| collector RSS before→after MiB | rounds |", "|---|---|---|---|---|---|---|"]
+                  "| collector CPU µs/event | collector RSS before→after MiB | rounds |",
+                  "|---|---|---|---|---|---|---|---|"]
         for item in ("collector_sqlite", "ceiling_sqlite_insert", "collector_postgres",
                      "ceiling_postgres_insert", "ceiling_postgres_copy"):
             c = col.get(item)
@@ -133,7 +135,8 @@ def markdown(results):
                 continue
             rss = (f"{c['rss_before_mib']:.1f} → {c['rss_after_mib']:.1f}" if "rss_before_mib" in c else "")
             lines.append(f"| {item} | {fmt(c['rate'], ',.0f')} | {fmt(c.get('vs_insert'))} "
-                         f"| {fmt(c.get('vs_copy'))} | {fmt(c['p99_batch_ms'], '.1f')} | {rss} "
+                         f"| {fmt(c.get('vs_copy'))} | {fmt(c['p99_batch_ms'], '.1f')} "
+                         f"| {fmt(c.get('cpu_us_per_event'), '.1f', '')} | {rss} "
                          f"| {', '.join(str(x) for x in c['rates_all'])} |")
         lines.append("")
     e2e = results.get("e2e")

@@ -31,10 +31,10 @@ ROOT = HERE.parent.parent
 API_KEY = "bench-api-key"
 SIGNING_SECRET = "bench-signing-secret"
 
-FULL = dict(rounds=3, round_s=10, warmup_s=2, load_batches=300, load_connections=8,
-            ceiling_rows=60000, e2e_rate=1000, e2e_s=10, soak_s=300, memory_requests=1_000_000)
+FULL = dict(rounds=3, round_s=10, warmup_s=2, load_batches=600, load_connections=8,
+            e2e_rate=1000, e2e_s=10, soak_s=300, memory_requests=1_000_000)
 SMOKE = dict(rounds=1, round_s=1, warmup_s=0, load_batches=4, load_connections=2,
-             ceiling_rows=1000, e2e_rate=100, e2e_s=1, soak_s=2, memory_requests=20_000)
+             e2e_rate=100, e2e_s=1, soak_s=2, memory_requests=20_000)
 
 
 def log(msg):
@@ -270,7 +270,7 @@ class Bench:
                         mode = item.rsplit("_", 1)[1]
                         r = self.run_json([self.bin["ceiling"], "--database-url", url, "--migrations",
                                            ROOT / "collector" / "migrations" / backend, "--mode", mode,
-                                           "--rows", o["ceiling_rows"], "--batch-rows", 500], item)
+                                           "--rows", o["load_batches"] * 100, "--batch-rows", 500], item)
                         rate = r["rows_per_s"]
                 finally:
                     if db_name:
@@ -290,9 +290,10 @@ class Bench:
     def collector_run(self, tag, url):
         col = self.start_collector(f"collector-{tag}", url)
         try:
-            before = rss_kib(col.pid)
+            before, c0 = rss_kib(col.pid), cpu_seconds(col.pid)
             r = self.loadgen(col, self.o["load_batches"], self.o["load_connections"])
             r["rss_before_kib"], r["rss_after_kib"] = before, rss_kib(col.pid)
+            r["collector_cpu_us_per_event"] = (cpu_seconds(col.pid) - c0) * 1e6 / max(1, r["events_committed"])
             head = self.collector_accepted(col)
             if head is not None and head < r["events_committed"]:
                 raise BenchError(f"{tag}: the collector answered {r['events_committed']} accepted "
@@ -417,7 +418,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true", help="seconds-long run of every code path")
     ap.add_argument("--only", action="append", choices=["envoy", "collector", "e2e", "soak", "profile"],
-                    help="run only these parts (repeatable; profile runs only when named)")
+                    help="run only these parts (repeatable); default: all, profile only in full mode")
     ap.add_argument("--rounds", type=int)
     ap.add_argument("--round-s", type=int)
     ap.add_argument("--soak-s", type=int)
@@ -429,6 +430,11 @@ def main():
         if getattr(a, k) is not None:
             opts[k] = getattr(a, k)
     parts = a.only or ["envoy", "collector", "e2e", "soak"]
+    if not a.only and not a.smoke:
+        if shutil.which("perf"):
+            parts.append("profile")
+        else:
+            log("perf not found: the profile part is skipped (apt-get install linux-perf)")
     tmp = tempfile.mkdtemp(prefix="meshaudit-bench-")
     ok = False
     bench = None
@@ -463,7 +469,7 @@ def main():
         print(table)
         out = Path(a.out)
         out.mkdir(parents=True, exist_ok=True)
-        stem = "smoke" if a.smoke else "latest"
+        stem = ("smoke" if a.smoke else "latest") + ("-" + "-".join(parts) if a.only else "")
         (out / f"{stem}.json").write_text(json.dumps(bench.results, indent=1, default=str))
         (out / f"{stem}.md").write_text(table + "\n")
         print(f"results: {out / (stem + '.json')}, {out / (stem + '.md')}")
