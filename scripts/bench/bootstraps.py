@@ -158,7 +158,7 @@ def variant_bootstrap(variant, ports, paths, collector_port):
                                               ["POD_NAME"])])
     if variant == "access_log":
         return bootstrap(lp, ap, access_log=file_access_log(paths["access_log"]))
-    if variant in ("meshaudit", "meshaudit_bodies"):
+    if variant in ("meshaudit", "meshaudit_sink", "meshaudit_bodies"):
         bodies = variant == "meshaudit_bodies"
         f = wasm_filter("meshaudit", paths["meshaudit"], meshaudit_plugin_config(bodies), MESHAUDIT_ENV_KEYS)
         return bootstrap(lp, ap, [f, BUFFER] if bodies else [f], collector_port=collector_port)
@@ -172,6 +172,7 @@ VARIANTS = {
     "trivial_wasm": ("+ trivial wasm (1 env read, 1 header set)", "get", "bare"),
     "access_log": ("+ native JSON file access log", "get", "bare"),
     "meshaudit": ("+ meshaudit, metadata, signed + shipped", "get", "bare"),
+    "meshaudit_sink": ("+ meshaudit, metadata, shipped to a null sink", "get", "bare"),
     "bare_post": ("bare Envoy, 4 KiB JSON POST (buffered)", "post", "bare_post"),
     "meshaudit_bodies": ("+ meshaudit, 4 KiB JSON bodies captured", "post", "bare_post"),
 }

@@ -2,7 +2,7 @@
 
 import statistics
 
-GET_VARIANTS = ("bare", "empty_wasm", "trivial_wasm", "access_log", "meshaudit")
+GET_VARIANTS = ("bare", "empty_wasm", "trivial_wasm", "access_log", "meshaudit", "meshaudit_sink")
 POST_VARIANTS = ("bare_post", "meshaudit_bodies")
 
 
@@ -68,6 +68,12 @@ def summarise_collector(runs):
     return out
 
 
+def dropped_pct(s):
+    dropped = s.get("dropped_buffer_full", 0) + s.get("dropped_other", 0)
+    total = s.get("captured", 0) + dropped
+    return 100.0 * dropped / total if total else None
+
+
 def fmt(x, spec=".2f", none="—"):
     return none if x is None else format(x, spec)
 
@@ -111,15 +117,16 @@ def markdown(results):
     if ship:
         lines += ["### meshaudit shipping during the Envoy rounds", "",
                   "| variant | events captured | batches ok | batches failed | dropped (buffer full) "
-                  "| dropped (other) |", "|---|---|---|---|---|---|"]
+                  "| dropped (other) | dropped % |", "|---|---|---|---|---|---|---|"]
         for v, s in ship.items():
             lines.append(f"| {labels.get(v, v)} | {s.get('captured', 0):,} | {s.get('batches_ok', 0):,} "
                          f"| {s.get('batches_failed', 0):,} | {s.get('dropped_buffer_full', 0):,} "
-                         f"| {s.get('dropped_other', 0):,} |")
+                         f"| {s.get('dropped_other', 0):,} | {fmt(dropped_pct(s), '.1f')} |")
         accepted = results.get("collector_accepted_envoy_phase")
         if accepted is not None:
-            captured = sum(s.get("captured", 0) for s in ship.values())
-            lines += ["", f"The collector stored {accepted:,} of the {captured:,} events both variants captured "
+            captured = sum(s.get("captured", 0) for v, s in ship.items() if v != "meshaudit_sink")
+            lines += ["", f"The collector stored {accepted:,} of the {captured:,} events the variants shipping to it "
+                          "captured "
                           "(events still buffered in a worker VM when Envoy stops are not shipped, SPEC §8)."]
         lines.append("")
     col = results.get("collector_summary") or {}

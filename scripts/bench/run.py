@@ -74,8 +74,15 @@ class Bench:
                         "variant_labels": {k: v[0] for k, v in bootstraps.VARIANTS.items()}}
 
     # ---------- processes ----------
+    @staticmethod
+    def niced(argv):
+        """BENCH_NICE=-10 runs everything the benchmark measures at a higher priority than the
+        rest of a shared machine (nice execs the command: the pid stays the one measured)."""
+        n = os.environ.get("BENCH_NICE")
+        return (["nice", "-n", n] if n else []) + [str(a) for a in argv]
+
     def start(self, name, argv, env=None):
-        p = Managed(name, [str(a) for a in argv], self.tmp / f"{name}.log", env)
+        p = Managed(name, self.niced(argv), self.tmp / f"{name}.log", env)
         self.procs.append(p)
         return p
 
@@ -101,16 +108,17 @@ class Bench:
         p.base = f"http://127.0.0.1:{port}"
         return p
 
-    def start_envoy(self, variant, collector_port):
+    def start_envoy(self, variant, collector_port, name=None):
         lp, ap = free_port(), free_port()
         paths = {"meshaudit": self.wasm, "access_log": self.tmp / f"access-{variant}.log", **self.floor}
         cfg = bootstraps.variant_bootstrap(variant, (lp, ap), paths, collector_port)
-        cfg_path = self.tmp / f"envoy-{variant}.json"
+        name = name or variant
+        cfg_path = self.tmp / f"envoy-{name}.json"
         cfg_path.write_text(json.dumps(cfg, indent=1))
         env = dict(os.environ, AUDIT_FORWARD_API_KEY=API_KEY, AUDIT_FORWARD_SIGNING_SECRET=SIGNING_SECRET,
                    POD_NAMESPACE="shop", POD_NAME="checkout-bench-0", CONTAINER_NAME="app",
                    NODE_NAME="node-0")
-        p = self.start(f"envoy-{variant}",
+        p = self.start(f"envoy-{name}",
                        [self.envoy, "-c", cfg_path, "--concurrency", "1", "--disable-hot-restart",
                         "-l", "warning"], env)
         wait_http_ok(f"http://127.0.0.1:{ap}/ready", p.proc, f"envoy ({variant})", p.log_path)
@@ -143,7 +151,7 @@ class Bench:
 
     # ---------- tools ----------
     def run_json(self, argv, what, env=None, check=True):
-        r = subprocess.run([str(a) for a in argv], capture_output=True, text=True, env=env)
+        r = subprocess.run(self.niced(argv), capture_output=True, text=True, env=env)
         lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
         if (check and r.returncode != 0) or not lines:
             raise BenchError(f"{what} failed (exit {r.returncode}):\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
@@ -151,8 +159,9 @@ class Bench:
 
     def wrk(self, url, script, seconds):
         env = dict(os.environ, BENCH_WRK_DONE=str(HERE / "wrk_done.lua"))
-        r = subprocess.run([self.wrk_bin, "-t1", "-c32", f"-d{seconds}s", "--timeout", "5s",
-                            "-s", HERE / f"wrk_{script}.lua", url], capture_output=True, text=True, env=env)
+        r = subprocess.run(self.niced([self.wrk_bin, "-t1", "-c32", f"-d{seconds}s", "--timeout", "5s",
+                                       "-s", HERE / f"wrk_{script}.lua", url]),
+                           capture_output=True, text=True, env=env)
         m = re.search(r"^BENCHJSON (\{.*\})$", r.stdout, re.M)
         if r.returncode != 0 or not m:
             raise BenchError(f"wrk failed (exit {r.returncode}):\n{r.stdout}\n{r.stderr}")
@@ -163,9 +172,13 @@ class Bench:
         o = self.o
         variants = list(bootstraps.VARIANTS)
         col = self.start_collector("collector-envoy-phase", f"sqlite://{self.tmp / 'envoy-phase.db'}")
+        # A second Envoy answering 200 to every batch: meshaudit_sink ships there, so its cost is
+        # the filter's alone, whatever the collector can take on these shared cores.
+        sink = self.start_envoy("bare_post", None, name="sink")
+        sink_port = int(sink.url.rsplit(":", 1)[1])
         envoys = {}
         for v in variants:
-            envoys[v] = self.start_envoy(v, col.port)
+            envoys[v] = self.start_envoy(v, sink_port if v == "meshaudit_sink" else col.port)
             log(f"envoy {v}: {envoys[v].url}")
         served = {v: 0 for v in variants}
         for v in variants:
@@ -212,7 +225,7 @@ class Bench:
             for v in variants}
         time.sleep(2.5)  # let the filters' last batches (flush_interval_ms 1000) land
         ship = {}
-        for v in ("meshaudit", "meshaudit_bodies"):
+        for v in ("meshaudit", "meshaudit_sink", "meshaudit_bodies"):
             ship[v] = self.meshaudit_stats(envoys[v])
             if ship[v].get("captured", 0) == 0:
                 raise BenchError(f"{v}: the filter captured no events (stats: {ship[v]}); envoy log:\n"
@@ -225,6 +238,7 @@ class Bench:
         self.results["meshaudit_shipping"] = ship
         for e in envoys.values():
             self.stop(e)
+        self.stop(sink)
         self.stop(col)
 
     def meshaudit_stats(self, envoy):
@@ -442,6 +456,7 @@ def main():
         bench = Bench(opts, tmp)
         bench.results["machine"] = machine()
         bench.results["started"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        bench.results["nice"] = os.environ.get("BENCH_NICE")
         log(f"mode {bench.results['mode']}, parts {parts}, temp dir {tmp}, "
             f"load average {bench.results['machine']['loadavg_start']}")
         if "envoy" in parts:
