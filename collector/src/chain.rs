@@ -5,9 +5,10 @@
 //! and recomputes everything from the stored canonical JSON, so a changed,
 //! removed, inserted or reordered row is named by the first bad `seq`.
 
+use crate::prepare::{column_text, index_columns, IndexColumns};
 use meshaudit_event::canonical::canonical;
 use meshaudit_event::integrity::{event_hash, sha256_hex};
-use meshaudit_event::value::{parse, Value};
+use meshaudit_event::value::{parse, Map, Value};
 use serde::Serialize;
 
 /// `chain_hash(0)`.
@@ -48,6 +49,8 @@ pub struct ChainRow<'a> {
     pub event_hash: &'a str,
     pub chain_hash: &'a str,
     pub canonical: &'a [u8],
+    /// The stored query columns, when the row has them (archives do not).
+    pub index: Option<&'a IndexColumns>,
 }
 
 /// The first break found.
@@ -97,11 +100,14 @@ impl ChainVerifier {
             return Err(fail(row.seq, "sequence_out_of_order"));
         }
         let parsed = match parse(row.canonical) {
-            Ok(Value::Object(map)) => map,
+            Ok(v @ Value::Object(_)) => v,
             _ => return Err(fail(row.seq, "event_not_json_object")),
         };
-        let recomputed = event_hash(&parsed);
-        if canonical(&Value::Object(parsed)) != row.canonical {
+        let Some(map) = parsed.as_object() else {
+            return Err(fail(row.seq, "event_not_json_object"));
+        };
+        let recomputed = event_hash(map);
+        if canonical(&parsed) != row.canonical {
             return Err(fail(row.seq, "event_not_canonical"));
         }
         if recomputed != row.event_hash {
@@ -111,9 +117,14 @@ impl ChainVerifier {
         if chain != row.chain_hash {
             return Err(fail(row.seq, "chain_hash_mismatch"));
         }
-        let expected_id = id_of(row.canonical, &recomputed);
-        if expected_id.as_deref() != Some(row.id) {
+        if id_of(map, &recomputed) != row.id {
             return Err(fail(row.seq, "id_mismatch"));
+        }
+        if row
+            .index
+            .is_some_and(|stored| *stored != index_columns(map))
+        {
+            return Err(fail(row.seq, "index_mismatch"));
         }
         self.checked += 1;
         self.prev = ChainHead {
@@ -135,10 +146,11 @@ impl ChainVerifier {
     }
 }
 
-fn id_of(canonical: &[u8], hash: &str) -> Option<String> {
-    match parse(canonical).ok()?.get("id") {
-        Some(Value::String(s)) if !s.is_empty() => Some(crate::prepare::column_text(s)),
-        _ => Some(format!("sha256:{hash}")),
+/// The id column an event gets (same rule as [`crate::prepare::prepare`]).
+fn id_of(event: &Map, hash: &str) -> String {
+    match event.get("id") {
+        Some(Value::String(s)) if !s.is_empty() => column_text(s),
+        _ => format!("sha256:{hash}"),
     }
 }
 
@@ -186,6 +198,7 @@ mod tests {
                 event_hash: &r.hash,
                 chain_hash: &r.chain,
                 canonical: &r.canonical,
+                index: None,
             })?;
         }
         Ok(v.checked())

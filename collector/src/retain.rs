@@ -165,6 +165,7 @@ fn feed(verifier: &mut ChainVerifier, row: &StoredEvent) -> Result<(), RetainErr
             event_hash: &row.event_hash,
             chain_hash: &row.chain_hash,
             canonical: row.canonical.as_bytes(),
+            index: Some(&row.index),
         })
         .map_err(|b| RetainError::Broken {
             seq: b.seq,
@@ -230,6 +231,7 @@ pub async fn verify_archives(
                 event_hash: &row.event_hash,
                 chain_hash: &row.chain_hash,
                 canonical: canonical.as_bytes(),
+                index: None,
             }) {
                 return Ok(Some((b.seq, b.reason)));
             }

@@ -44,6 +44,7 @@ pub async fn verify_store(
                 event_hash: &row.event_hash,
                 chain_hash: &row.chain_hash,
                 canonical: row.canonical.as_bytes(),
+                index: Some(&row.index),
             };
             if let Err(b) = verifier.feed(&r) {
                 break 'pages Some(b);

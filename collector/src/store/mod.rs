@@ -13,7 +13,7 @@ pub mod sqlite;
 pub mod writer;
 
 use crate::chain::ChainHead;
-use crate::prepare::PreparedEvent;
+use crate::prepare::{IndexColumns, PreparedEvent};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -92,6 +92,8 @@ pub struct StoredEvent {
     pub chain_hash: String,
     /// Canonical JSON of the event as received.
     pub canonical: String,
+    /// The query columns as stored (verify re-derives and compares them).
+    pub index: IndexColumns,
 }
 
 /// `GET /v1/events` filters (SPEC §7).

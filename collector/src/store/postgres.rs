@@ -11,6 +11,7 @@ use super::{
     RetentionAnchor, StoreError, StoredEvent, WriteOutcome,
 };
 use crate::chain::{next_chain_hash, ChainHead};
+use crate::prepare::IndexColumns;
 use async_trait::async_trait;
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -31,7 +32,8 @@ pub const PARTITIONS_AHEAD: u32 = 2;
 const ROWS_PER_STATEMENT: usize = 500;
 
 const EVENT_COLUMNS: &str =
-    "seq, id, received_at, verified, verify_reason, event_hash, chain_hash, canonical";
+    "seq, id, received_at, verified, verify_reason, event_hash, chain_hash, canonical, \
+     tenant, namespace, pod, user_id, method, path, status, event_time_us";
 
 pub struct PgStore {
     pool: PgPool,
@@ -124,6 +126,16 @@ fn row_to_event(row: &sqlx::postgres::PgRow) -> Result<StoredEvent, sqlx::Error>
         event_hash: row.try_get("event_hash")?,
         chain_hash: row.try_get("chain_hash")?,
         canonical: row.try_get("canonical")?,
+        index: IndexColumns {
+            tenant: row.try_get("tenant")?,
+            namespace: row.try_get("namespace")?,
+            pod: row.try_get("pod")?,
+            user: row.try_get("user_id")?,
+            method: row.try_get("method")?,
+            path: row.try_get("path")?,
+            status: row.try_get("status")?,
+            event_time_us: row.try_get("event_time_us")?,
+        },
     })
 }
 

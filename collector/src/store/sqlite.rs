@@ -8,6 +8,7 @@ use super::{
     RetentionAnchor, StoreError, StoredEvent, WriteOutcome,
 };
 use crate::chain::{next_chain_hash, ChainHead};
+use crate::prepare::IndexColumns;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -22,7 +23,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 const ROWS_PER_STATEMENT: usize = 200;
 
 const EVENT_COLUMNS: &str =
-    "seq, id, received_at, verified, verify_reason, event_hash, chain_hash, canonical";
+    "seq, id, received_at, verified, verify_reason, event_hash, chain_hash, canonical, \
+     tenant, namespace, pod, user_id, method, path, status, event_time_us";
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -64,6 +66,16 @@ fn row_to_event(row: &sqlx::sqlite::SqliteRow) -> Result<StoredEvent, sqlx::Erro
         event_hash: row.try_get("event_hash")?,
         chain_hash: row.try_get("chain_hash")?,
         canonical: row.try_get("canonical")?,
+        index: IndexColumns {
+            tenant: row.try_get("tenant")?,
+            namespace: row.try_get("namespace")?,
+            pod: row.try_get("pod")?,
+            user: row.try_get("user_id")?,
+            method: row.try_get("method")?,
+            path: row.try_get("path")?,
+            status: row.try_get("status")?,
+            event_time_us: row.try_get("event_time_us")?,
+        },
     })
 }
 

@@ -30,6 +30,12 @@ fn attacks(
             "event_hash_mismatch",
         ),
         ("delete", vec!["DELETE FROM events WHERE seq = 3"], 3, "missing_event"),
+        (
+            "hide from queries",
+            vec!["UPDATE events SET namespace = 'elsewhere' WHERE seq = 5"],
+            5,
+            "index_mismatch",
+        ),
         ("delete the newest", vec!["DELETE FROM events WHERE seq = 6"], 6, "missing_event"),
         (
             "insert",
