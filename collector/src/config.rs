@@ -14,7 +14,12 @@ use std::path::PathBuf;
 
 /// The meshaudit collector: ingest, verify, store, query and check audit events.
 #[derive(Parser)]
-#[command(name = "meshaudit-collector", version, about)]
+#[command(
+    name = "meshaudit-collector",
+    version,
+    about,
+    args_override_self = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -3,7 +3,8 @@
 //! in `/metrics`, and the `query`, `retain` and `verify` commands.
 
 use crate::support::{
-    bin, http, ndjson_events, post_signed, run_cli, temp_sqlite, CollectorProcess, API_KEY,
+    collector_command, http, ndjson_events, post_signed, run_cli, temp_sqlite, CollectorProcess,
+    API_KEY,
 };
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,10 +13,8 @@ use std::time::{Duration, Instant};
 
 #[test]
 fn bad_configuration_stops_start_up_with_one_line_per_problem() {
-    let out = Command::new(bin())
+    let out = collector_command()
         .arg("serve")
-        .env_remove("AUDIT_RECEIVER_API_KEY")
-        .env_remove("AUDIT_RECEIVER_SIGNING_SECRET")
         .env("DATABASE_URL", "mysql://nope")
         .env("AUDIT_RECEIVER_TS_SKEW_SEC", "soon")
         .env("AUDIT_RECEIVER_EVENT_KEYS", "novalue")

@@ -24,6 +24,39 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_meshaudit-collector")
 }
 
+/// Every variable the collector reads: tests clear them so the environment
+/// they run in cannot change what they check.
+pub const COLLECTOR_ENV: [&str; 19] = [
+    "DATABASE_URL",
+    "MESHAUDIT_LISTEN",
+    "AUDIT_RECEIVER_REQUIRE_API_KEY",
+    "AUDIT_RECEIVER_API_KEY",
+    "AUDIT_RECEIVER_REQUIRE_SIGNATURE",
+    "AUDIT_RECEIVER_SIGNING_SECRET",
+    "AUDIT_RECEIVER_ENFORCE_TS",
+    "AUDIT_RECEIVER_TS_SKEW_SEC",
+    "AUDIT_RECEIVER_IDEMP_TTL_SEC",
+    "AUDIT_RECEIVER_EVENT_KEYS",
+    "AUDIT_RECEIVER_REJECT_UNVERIFIED",
+    "MESHAUDIT_MAX_BODY_BYTES",
+    "MESHAUDIT_RATE_LIMIT_RPS",
+    "MESHAUDIT_ADMIN_TOKEN",
+    "MESHAUDIT_TLS_CERT",
+    "MESHAUDIT_TLS_KEY",
+    "MESHAUDIT_TLS_CLIENT_CA",
+    "MESHAUDIT_LOG_FORMAT",
+    "RUST_LOG",
+];
+
+/// The collector binary with a clean collector environment.
+pub fn collector_command() -> std::process::Command {
+    let mut cmd = std::process::Command::new(bin());
+    for var in COLLECTOR_ENV {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
 pub fn now_secs() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -41,6 +74,8 @@ pub fn free_port() -> u16 {
 /// `serve` settings as the command line would give them (env ignored where
 /// flags are given).
 pub fn settings(database_url: &str, extra: &[&str]) -> Settings {
+    // Every option given explicitly (later flags override earlier ones), so
+    // variables in the test environment have no say.
     let mut argv = vec![
         "meshaudit-collector",
         "serve",
@@ -52,6 +87,17 @@ pub fn settings(database_url: &str, extra: &[&str]) -> Settings {
         SECRET,
         "--listen",
         "127.0.0.1:0",
+        "--require-api-key=1",
+        "--require-signature=1",
+        "--enforce-ts=1",
+        "--ts-skew-sec=300",
+        "--idemp-ttl-sec=60",
+        "--event-keys=",
+        "--reject-unverified=0",
+        "--max-body-bytes=4194304",
+        "--rate-limit-rps=0",
+        "--admin-token=",
+        "--log-format=text",
     ];
     argv.extend_from_slice(extra);
     let cli = <Cli as clap::Parser>::try_parse_from(argv).expect("valid test arguments");
@@ -214,7 +260,7 @@ impl CollectorProcess {
         log: Option<&std::path::Path>,
     ) -> Self {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let mut cmd = std::process::Command::new(bin());
+        let mut cmd = collector_command();
         cmd.arg("serve")
             .env("DATABASE_URL", database_url)
             .env("MESHAUDIT_LISTEN", addr.to_string())
@@ -268,7 +314,7 @@ impl Drop for CollectorProcess {
 
 /// Runs `meshaudit-collector ARGS` with `DATABASE_URL`; (exit code, stdout).
 pub fn run_cli(database_url: &str, args: &[&str]) -> (i32, String) {
-    let out = std::process::Command::new(bin())
+    let out = collector_command()
         .args(args)
         .env("DATABASE_URL", database_url)
         .env("RUST_LOG", "error")
