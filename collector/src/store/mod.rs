@@ -72,6 +72,18 @@ pub enum WriteOutcome {
     IdempotencyConflict,
 }
 
+/// What one append transaction did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// One per batch, in order.
+    pub outcomes: Vec<WriteOutcome>,
+    /// The chain head once committed.
+    pub head: ChainHead,
+}
+
+/// How often the writer purges expired idempotency records, in microseconds.
+pub const IDEMPOTENCY_PURGE_INTERVAL_US: i64 = 10_000_000;
+
 /// A remembered idempotency record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdempotencyRecord {
@@ -147,13 +159,14 @@ pub trait EventStore: Send + Sync + 'static {
     async fn prepare_partitions(&self, now: DateTime<Utc>) -> Result<(), StoreError>;
     /// Reachable and answering.
     async fn ping(&self) -> Result<(), StoreError>;
-    /// Appends the batches in one durable transaction, in order; one outcome each.
+    /// Appends the batches in one durable transaction, in order; one outcome
+    /// each, and the head after the commit.
     async fn append_batches(
         &self,
         batches: &[BatchWrite],
         now: DateTime<Utc>,
         idempotency_ttl_secs: i64,
-    ) -> Result<Vec<WriteOutcome>, StoreError>;
+    ) -> Result<Appended, StoreError>;
     /// A live idempotency record, if any (read-only pre-check).
     async fn idempotency_lookup(
         &self,

@@ -7,8 +7,9 @@
 //! created ahead ([`EventStore::prepare_partitions`]), plus a DEFAULT one.
 
 use super::{
-    format_time, BatchAnswer, BatchPlan, BatchWrite, EventQuery, EventStore, IdempotencyRecord,
-    RetentionAnchor, StoreError, StoredEvent, WriteOutcome,
+    format_time, Appended, BatchAnswer, BatchPlan, BatchWrite, EventQuery, EventStore,
+    IdempotencyRecord, RetentionAnchor, StoreError, StoredEvent, WriteOutcome,
+    IDEMPOTENCY_PURGE_INTERVAL_US,
 };
 use crate::chain::{next_chain_hash, ChainHead};
 use crate::prepare::IndexColumns;
@@ -18,6 +19,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Executor, PgPool, Postgres, QueryBuilder, Row};
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -37,6 +39,8 @@ const EVENT_COLUMNS: &str =
 
 pub struct PgStore {
     pool: PgPool,
+    /// When expired idempotency records were last purged (µs since the epoch).
+    last_purge_us: AtomicI64,
 }
 
 impl PgStore {
@@ -59,7 +63,10 @@ impl PgStore {
                 "the PostgreSQL server runs with fsync = off: commits would not be durable; refusing to start".to_owned(),
             ));
         }
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            last_purge_us: AtomicI64::new(0),
+        })
     }
 
     /// The pool, for tests that play the attacker.
@@ -187,7 +194,7 @@ impl EventStore for PgStore {
         batches: &[BatchWrite],
         now: DateTime<Utc>,
         idempotency_ttl_secs: i64,
-    ) -> Result<Vec<WriteOutcome>, StoreError> {
+    ) -> Result<Appended, StoreError> {
         let now_us = now.timestamp_micros();
         let expires_us = now_us.saturating_add(idempotency_ttl_secs.saturating_mul(1_000_000));
         let mut tx = self.pool.begin().await?;
@@ -243,8 +250,9 @@ impl EventStore for PgStore {
                 rows.push((seq, chain.clone(), ev));
             }
             for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+                // One round trip: the rows, and their ids into the registry.
                 let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(
-                    "INSERT INTO events (seq, id, received_at, event_hash, chain_hash, verified, verify_reason, canonical, tenant, namespace, pod, user_id, method, path, status, event_time_us) ",
+                    "WITH inserted AS (INSERT INTO events (seq, id, received_at, event_hash, chain_hash, verified, verify_reason, canonical, tenant, namespace, pod, user_id, method, path, status, event_time_us) ",
                 );
                 qb.push_values(chunk, |mut b, (seq, chain, ev)| {
                     b.push_bind(*seq)
@@ -264,14 +272,9 @@ impl EventStore for PgStore {
                         .push_bind(ev.index.status)
                         .push_bind(ev.index.event_time_us);
                 });
-                qb.build().execute(&mut *tx).await?;
-                let mut qb: QueryBuilder<Postgres> =
-                    QueryBuilder::new("INSERT INTO event_ids (id, event_hash, seq) ");
-                qb.push_values(chunk, |mut b, (seq, _, ev)| {
-                    b.push_bind(ev.id.as_str())
-                        .push_bind(ev.event_hash.as_str())
-                        .push_bind(*seq);
-                });
+                qb.push(
+                    " RETURNING id, event_hash, seq) INSERT INTO event_ids (id, event_hash, seq) SELECT id, event_hash, seq FROM inserted",
+                );
                 qb.build().execute(&mut *tx).await?;
             }
             if let Some(idem) = &batch.idempotency {
@@ -298,12 +301,22 @@ impl EventStore for PgStore {
             .bind(&chain)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("DELETE FROM idempotency WHERE expires_us <= $1")
-            .bind(now_us)
-            .execute(&mut *tx)
-            .await?;
+        let last_purge = self.last_purge_us.load(Ordering::Relaxed);
+        if now_us - last_purge >= IDEMPOTENCY_PURGE_INTERVAL_US || now_us < last_purge {
+            sqlx::query("DELETE FROM idempotency WHERE expires_us <= $1")
+                .bind(now_us)
+                .execute(&mut *tx)
+                .await?;
+            self.last_purge_us.store(now_us, Ordering::Relaxed);
+        }
         tx.commit().await?;
-        Ok(outcomes)
+        Ok(Appended {
+            outcomes,
+            head: ChainHead {
+                seq,
+                chain_hash: chain,
+            },
+        })
     }
 
     async fn idempotency_lookup(

@@ -4,8 +4,9 @@
 //! across processes sharing the file.
 
 use super::{
-    format_time, BatchAnswer, BatchPlan, BatchWrite, EventQuery, EventStore, IdempotencyRecord,
-    RetentionAnchor, StoreError, StoredEvent, WriteOutcome,
+    format_time, Appended, BatchAnswer, BatchPlan, BatchWrite, EventQuery, EventStore,
+    IdempotencyRecord, RetentionAnchor, StoreError, StoredEvent, WriteOutcome,
+    IDEMPOTENCY_PURGE_INTERVAL_US,
 };
 use crate::chain::{next_chain_hash, ChainHead};
 use crate::prepare::IndexColumns;
@@ -15,6 +16,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -28,6 +30,8 @@ const EVENT_COLUMNS: &str =
 
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// When expired idempotency records were last purged (µs since the epoch).
+    last_purge_us: AtomicI64,
 }
 
 impl SqliteStore {
@@ -47,7 +51,10 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            last_purge_us: AtomicI64::new(0),
+        })
     }
 
     /// The pool, for tests that play the attacker.
@@ -108,7 +115,7 @@ impl EventStore for SqliteStore {
         batches: &[BatchWrite],
         now: DateTime<Utc>,
         idempotency_ttl_secs: i64,
-    ) -> Result<Vec<WriteOutcome>, StoreError> {
+    ) -> Result<Appended, StoreError> {
         let now_us = now.timestamp_micros();
         let received_at = format_time(now);
         let expires_us = now_us.saturating_add(idempotency_ttl_secs.saturating_mul(1_000_000));
@@ -223,12 +230,22 @@ impl EventStore for SqliteStore {
             .bind(&chain)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("DELETE FROM idempotency WHERE expires_us <= ?")
-            .bind(now_us)
-            .execute(&mut *tx)
-            .await?;
+        let last_purge = self.last_purge_us.load(Ordering::Relaxed);
+        if now_us - last_purge >= IDEMPOTENCY_PURGE_INTERVAL_US || now_us < last_purge {
+            sqlx::query("DELETE FROM idempotency WHERE expires_us <= ?")
+                .bind(now_us)
+                .execute(&mut *tx)
+                .await?;
+            self.last_purge_us.store(now_us, Ordering::Relaxed);
+        }
         tx.commit().await?;
-        Ok(outcomes)
+        Ok(Appended {
+            outcomes,
+            head: ChainHead {
+                seq,
+                chain_hash: chain,
+            },
+        })
     }
 
     async fn idempotency_lookup(

@@ -3,7 +3,7 @@
 //! appends them in one transaction (group commit), so `seq` and the chain are
 //! assigned in commit order and one fsync serves many requests.
 
-use super::{BatchWrite, DynStore, StoreError, WriteOutcome};
+use super::{Appended, BatchWrite, DynStore, StoreError, WriteOutcome};
 use crate::metrics::Metrics;
 use chrono::Utc;
 use std::sync::Arc;
@@ -70,7 +70,7 @@ async fn run(
         }
         let (batches, replies): (Vec<BatchWrite>, Vec<Reply>) = group.drain(..).unzip();
         match commit(&store, &metrics, &batches, ttl).await {
-            Ok(outcomes) => answer(replies, outcomes.into_iter().map(Ok)),
+            Ok(appended) => answer(replies, appended.outcomes.into_iter().map(Ok)),
             Err(e) if batches.len() > 1 => {
                 // One bad batch must not fail the others grouped with it:
                 // retry each on its own, so only the culprit gets its 503.
@@ -80,7 +80,7 @@ async fn run(
                     let result = commit(&store, &metrics, one, ttl).await;
                     let outcome = result
                         .map_err(|e| failed(&e, 1))
-                        .and_then(|mut o| o.pop().ok_or(WriterError::Stopped));
+                        .and_then(|mut a| a.outcomes.pop().ok_or(WriterError::Stopped));
                     let _ = reply.send(outcome);
                 }
             }
@@ -88,9 +88,6 @@ async fn run(
                 let err = failed(&e, batches.len());
                 answer(replies, std::iter::repeat_with(|| Err(err.clone())));
             }
-        }
-        if let Ok(head) = store.head().await {
-            metrics.chain_head_seq.set(head.seq);
         }
     }
 }
@@ -100,12 +97,15 @@ async fn commit(
     metrics: &Metrics,
     batches: &[BatchWrite],
     ttl: i64,
-) -> Result<Vec<WriteOutcome>, StoreError> {
+) -> Result<Appended, StoreError> {
     let started = std::time::Instant::now();
     let result = store.append_batches(batches, Utc::now(), ttl).await;
     metrics
         .db_write_seconds
         .observe(started.elapsed().as_secs_f64());
+    if let Ok(appended) = &result {
+        metrics.chain_head_seq.set(appended.head.seq);
+    }
     result
 }
 

@@ -96,7 +96,8 @@ async fn story<S: EventStore>(store: S) {
     let out = store
         .append_batches(std::slice::from_ref(&first), old, 60)
         .await
-        .unwrap();
+        .unwrap()
+        .outcomes;
     assert_eq!(
         stored(&out[0]),
         BatchAnswer {
@@ -111,7 +112,8 @@ async fn story<S: EventStore>(store: S) {
     let replay = store
         .append_batches(std::slice::from_ref(&first), old, 60)
         .await
-        .unwrap();
+        .unwrap()
+        .outcomes;
     assert_eq!(
         replay[0],
         WriteOutcome::Replay(BatchAnswer {
@@ -135,7 +137,8 @@ async fn story<S: EventStore>(store: S) {
     let out = store
         .append_batches(std::slice::from_ref(&other_body), old, 60)
         .await
-        .unwrap();
+        .unwrap()
+        .outcomes;
     assert_eq!(out[0], WriteOutcome::IdempotencyConflict);
     assert!(
         store.get("zz").await.unwrap().is_none(),
@@ -200,7 +203,8 @@ async fn story<S: EventStore>(store: S) {
             60,
         )
         .await
-        .unwrap();
+        .unwrap()
+        .outcomes;
     assert_eq!(stored(&out[0]).accepted, 1);
     assert_eq!(
         stored(&out[1]),
@@ -410,7 +414,8 @@ async fn story<S: EventStore>(store: S) {
             60,
         )
         .await
-        .unwrap();
+        .unwrap()
+        .outcomes;
     assert_eq!(stored(&out[0]).duplicates, 1);
     // A changed archive is caught.
     std::fs::write(&archive, b"not the archive").unwrap();
@@ -522,7 +527,8 @@ async fn nul_in_columns<S: EventStore>(store: S) {
             60,
         )
         .await
-        .unwrap();
+        .unwrap()
+        .outcomes;
     assert_eq!(stored(&out[0]).accepted, 1);
     let got = store.get("nul\u{fffd}id").await.unwrap().expect("stored");
     assert!(got.canonical.contains("nul\\u0000id"), "{}", got.canonical);

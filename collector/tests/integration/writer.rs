@@ -11,7 +11,7 @@ use meshaudit_collector::prepare::prepare;
 use meshaudit_collector::store::sqlite::SqliteStore;
 use meshaudit_collector::store::writer::Writer;
 use meshaudit_collector::store::{
-    BatchWrite, EventQuery, EventStore, IdempotencyRecord, RetentionAnchor, StoreError,
+    Appended, BatchWrite, EventQuery, EventStore, IdempotencyRecord, RetentionAnchor, StoreError,
     StoredEvent, WriteOutcome,
 };
 use meshaudit_event::integrity::EventKeys;
@@ -43,7 +43,7 @@ impl EventStore for Poisoned {
         batches: &[BatchWrite],
         now: DateTime<Utc>,
         ttl: i64,
-    ) -> Result<Vec<WriteOutcome>, StoreError> {
+    ) -> Result<Appended, StoreError> {
         self.transactions.fetch_add(1, Ordering::SeqCst);
         if batches
             .iter()
