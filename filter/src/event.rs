@@ -8,11 +8,10 @@
 use crate::capture::{traceparent_trace_id, BodyCapture, RequestRecord};
 use crate::config::Config;
 use crate::redact::{form_decode, Redactor};
-use meshaudit_event::integrity::seal;
 use meshaudit_event::schema::{
     format_timestamp, http_status_for_grpc, new_uuid_v4, severity_for, status_for, HttpSection,
 };
-use meshaudit_event::{canonical, HttpEvent, Map, Schema, Value};
+use meshaudit_event::{HttpEvent, Map, Schema, Value};
 
 /// The workload this VM runs in (SPEC §4 `kubernetes`), fixed per VM.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -107,6 +106,7 @@ pub fn payload(body: &BodyCapture, redactor: &Redactor) -> Option<Value> {
         }
     };
     redactor.redact_json(&mut v);
+    meshaudit_event::prune::prune(&mut v);
     Some(v)
 }
 
@@ -267,16 +267,17 @@ fn non_empty(s: &str) -> Option<String> {
 
 /// The sealed event as one NDJSON line (canonical JSON, no newline).
 pub fn sealed_line(event: &HttpEvent, cfg: &Config) -> Vec<u8> {
-    let mut v = event.to_value(cfg.schema);
-    if let Value::Object(map) = &mut v {
-        let key_id = match cfg.schema {
-            Schema::Meshaudit1 => cfg.event_key_id.as_deref(),
-            // mobius's Security model has no keyid.
-            Schema::Mobius1 => None,
-        };
-        seal(map, cfg.event_key.as_ref().map(|k| k.bytes()), key_id);
-    }
-    canonical(&v)
+    let key_id = match cfg.schema {
+        Schema::Meshaudit1 => cfg.event_key_id.as_deref(),
+        // mobius's Security model has no keyid.
+        Schema::Mobius1 => None,
+    };
+    crate::line::sealed_line(
+        event,
+        cfg.schema,
+        cfg.event_key.as_ref().map(|k| k.bytes()),
+        key_id,
+    )
 }
 
 #[cfg(test)]
@@ -286,6 +287,7 @@ mod tests {
         body_capture_for, parse_header_pairs, HeaderPlan, InflightBudget, LogInfo, ResponseCapture,
     };
     use crate::config::parse;
+    use meshaudit_event::canonical;
     use meshaudit_event::integrity::{event_hash, sign_hash};
     use std::collections::BTreeMap;
 

@@ -4,6 +4,7 @@
 //! - [`config`]: plugin configuration, `AUDIT_FORWARD_*` env overrides, validation.
 //! - [`capture`]: headers, body chunks and `on_log` properties → a [`capture::RequestRecord`].
 //! - [`event`]: a record → the pruned, redacted, sealed event line (on the tick).
+//! - [`line`]: the sealed canonical line of an event, written in one pass.
 //! - [`redact`]: header, body-key and query redaction (mask / hmac).
 //! - [`batch`]: the bounded buffer, NDJSON batches, retry schedule, stat deltas.
 //! - [`rng`]: pooled WASI randomness for ids, sampling and jitter.
@@ -15,6 +16,7 @@ pub mod batch;
 pub mod capture;
 pub mod config;
 pub mod event;
+pub mod line;
 pub mod redact;
 pub mod rng;
 

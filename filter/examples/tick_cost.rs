@@ -1,0 +1,109 @@
+//! Per-event cost of the filter's pure work, natively: header capture (what
+//! `on_log` does besides hostcalls) and what the tick does per event (build,
+//! prune, hash, sign, serialise). `cargo run --release -p meshaudit-filter
+//! --example tick_cost`. Inside Envoy (V8) expect a few times these numbers,
+//! and SHA-256 without the CPU's SHA extensions.
+use meshaudit_filter::capture::{
+    parse_header_pairs, HeaderPlan, LogInfo, RequestRecord, ResponseCapture,
+};
+use meshaudit_filter::config::parse;
+use meshaudit_filter::event::{build_event, sealed_line, Workload};
+use meshaudit_filter::redact::Redactor;
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+fn serialize(pairs: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
+    for (k, v) in pairs {
+        out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+    }
+    for (k, v) in pairs {
+        out.extend_from_slice(k.as_bytes());
+        out.push(0);
+        out.extend_from_slice(v);
+        out.push(0);
+    }
+    out
+}
+
+fn main() {
+    let cfg = match parse(
+        br#"{"collector_cluster":"c","signing_secret":"s"}"#,
+        &BTreeMap::<String, String>::new(),
+    ) {
+        Ok(c) => c,
+        Err(e) => return eprintln!("{e}"),
+    };
+    let plan = HeaderPlan::new(&cfg);
+    let redactor = Redactor::new(&cfg);
+    let workload = Workload {
+        namespace: Some("shop".into()),
+        pod: Some("orders-7f9c".into()),
+        ..Workload::default()
+    };
+    let req = serialize(&[
+        (":method", b"GET"),
+        (":scheme", b"http"),
+        (":authority", b"127.0.0.1:18000"),
+        (":path", b"/api/orders"),
+        ("user-agent", b"wrk"),
+        ("x-request-id", b"1a01aed2-1288-4303-9545-4acf610bc8e1"),
+        ("x-forwarded-proto", b"http"),
+    ]);
+    let resp = serialize(&[
+        (":status", b"200"),
+        ("content-type", b"text/plain"),
+        ("content-length", b"5"),
+    ]);
+    // batches of 100, as the tick sees them
+    let rounds = 500;
+    let batch = 100;
+    let n = (rounds * batch) as f64;
+    let (mut capture, mut build, mut seal) = (0.0, 0.0, 0.0);
+    let mut bytes = 0usize;
+    for _ in 0..rounds {
+        let t = Instant::now();
+        let records: Vec<RequestRecord> = (0..batch)
+            .map(|_| {
+                let request = plan.request(&parse_header_pairs(&req), 1_700_000_000_000_000_000);
+                let mut response = ResponseCapture::default();
+                plan.response(&parse_header_pairs(&resp), &mut response);
+                RequestRecord {
+                    request,
+                    response,
+                    log: LogInfo {
+                        end_unix_ns: 1_700_000_000_000_100_000,
+                        source_address: Some("127.0.0.1:5555".into()),
+                        protocol: Some("HTTP/1.1".into()),
+                        code_details: Some("direct_response".into()),
+                        ..LogInfo::default()
+                    },
+                }
+            })
+            .collect();
+        capture += t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let events: Vec<_> = records
+            .iter()
+            .map(|r| build_event(r, &cfg, &workload, &redactor, [3; 16]))
+            .collect();
+        build += t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        for e in &events {
+            bytes += sealed_line(e, &cfg).len();
+        }
+        seal += t.elapsed().as_secs_f64();
+    }
+    println!(
+        "header capture:            {:.2} us/event",
+        capture * 1e6 / n
+    );
+    println!("build_event:               {:.2} us/event", build * 1e6 / n);
+    println!(
+        "prune+hash+sign+serialise: {:.2} us/event ({} bytes/event)",
+        seal * 1e6 / n,
+        bytes / (rounds * batch)
+    );
+}
