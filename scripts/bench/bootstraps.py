@@ -54,7 +54,8 @@ def wasm_filter(name, wasm_path, plugin_config, host_env_keys=()):
                 },
                 "configuration": {
                     "@type": "type.googleapis.com/google.protobuf.StringValue",
-                    "value": json.dumps(plugin_config) if plugin_config is not None else "",
+                    "value": (plugin_config if isinstance(plugin_config, str)
+                              else json.dumps(plugin_config) if plugin_config is not None else ""),
                 },
             },
         },
@@ -156,6 +157,9 @@ def variant_bootstrap(variant, ports, paths, collector_port):
     if variant == "trivial_wasm":
         return bootstrap(lp, ap, [wasm_filter("floor_trivial", paths["floor_trivial"], None,
                                               ["POD_NAME"])])
+    if variant.startswith("probe:"):
+        # The probe filter with the operations after the colon (see floor_probe.rs).
+        return bootstrap(lp, ap, [wasm_filter("floor_probe", paths["floor_probe"], variant[len("probe:"):])])
     if variant == "access_log":
         return bootstrap(lp, ap, access_log=file_access_log(paths["access_log"]))
     if variant in ("meshaudit", "meshaudit_sink", "meshaudit_bodies"):

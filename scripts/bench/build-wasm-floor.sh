@@ -18,7 +18,7 @@ else
     /usr/bin/cargo build --quiet --release --target wasm32-wasip1 --manifest-path "$manifest" \
       --examples -Zbuild-std=std,panic_abort
 fi
-for f in floor_empty floor_trivial; do
+for f in floor_empty floor_trivial floor_probe; do
   cp "target/wasm-floor/wasm32-wasip1/release/examples/$f.wasm" "$out/$f.wasm"
 done
 printf 'wasm-floor: %s\n' "$(cd "$out" && ls -1 floor_*.wasm | tr '\n' ' ')"

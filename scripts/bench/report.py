@@ -129,6 +129,14 @@ def markdown(results):
                           "captured "
                           "(events still buffered in a worker VM when Envoy stops are not shipped, SPEC §8)."]
         lines.append("")
+    hc = results.get("hostcalls")
+    if hc:
+        lines += ["### Price of each building block in Envoy's V8 (probe filter, Envoy CPU µs per request)", "",
+                  "| operation | times per request | Envoy CPU µs/req | µs per operation (over doing nothing) |",
+                  "|---|---|---|---|"]
+        for p, v in hc.items():
+            lines.append(f"| {p} | {v['ops_per_req']} | {v['cpu_us_per_req']:.1f} | {v['us_per_op']:+.2f} |")
+        lines.append("")
     col = results.get("collector_summary") or {}
     if col:
         lines += ["### Collector durable ingest (medians; every ingest check on)", "",

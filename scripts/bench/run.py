@@ -63,7 +63,7 @@ class Bench:
                     for n in ("loadgen", "ceiling", "delay")}
         self.floor = {n: artifact("BENCH_FLOOR_DIR", f"target/bench-wasm/{n}.wasm",
                                   "bash scripts/bench/build-wasm-floor.sh")
-                      for n in ("floor_empty", "floor_trivial")}
+                      for n in ("floor_empty", "floor_trivial", "floor_probe")}
         self.wrk_bin = Path(shutil.which("wrk") or "/usr/bin/wrk")
         if not self.wrk_bin.exists():
             raise BenchError("wrk is missing: apt-get install wrk")
@@ -353,6 +353,46 @@ class Bench:
         log(f"soak: {events} events, collector RSS {before / 1024:.1f} → "
             f"{self.results['soak']['rss_after_kib'] / 1024:.1f} MiB")
 
+    # ---------- price of each building block (probe filter) ----------
+    # (label, probe configuration, operations per request): single operations are repeated
+    # 10 times per request so their price stands out of a shared machine's noise.
+    PROBES = (("(nothing)", "", 1),
+              ("clock read", "time,repeat=10", 10),
+              ("get_property", "one_property,repeat=10", 10),
+              ("6 get_property (on_log set)", "properties,repeat=10", 10),
+              ("request headers as pairs", "request_headers,repeat=10", 10),
+              ("response headers as pairs", "response_headers,repeat=10", 10),
+              ("SHA-256 of 800 B + HMAC", "hash,repeat=10", 10),
+              ("all of the above, once", "request_headers,response_headers,properties,time,hash", 1))
+
+    def hostcalls_phase(self):
+        """Envoy CPU per request of the probe filter doing one kind of operation, minus the probe
+        doing nothing, per operation: what each hostcall (or the hashing) costs inside Envoy's V8."""
+        probes = self.PROBES if not self.o["smoke"] else (self.PROBES[0], self.PROBES[-1])
+        envoys = {label: self.start_envoy(f"probe:{cfg}", None, name=f"probe-{i}")
+                  for i, (label, cfg, _) in enumerate(probes)}
+        rounds = {label: [] for label, _, _ in probes}
+        secs = max(1, self.o["round_s"] // 2)
+        try:
+            for _ in range(self.o["rounds"]):
+                for label, e in envoys.items():
+                    c0 = cpu_seconds(e.pid)
+                    w = self.wrk(e.url, "get", secs)
+                    c1 = cpu_seconds(e.pid)
+                    if w["requests"] == 0 or w["errors_status"]:
+                        raise BenchError(f"probe {label!r}: wrk completed {w['requests']} requests, "
+                                         f"{w['errors_status']} non-2xx")
+                    rounds[label].append((c1 - c0) * 1e6 / w["requests"])
+        finally:
+            for e in envoys.values():
+                self.stop(e)
+        base = report.median(rounds["(nothing)"])
+        self.results["hostcalls"] = {
+            label: {"cpu_us_per_req": report.median(rounds[label]), "ops_per_req": n,
+                    "us_per_op": (report.median(rounds[label]) - base) / n}
+            for label, _, n in probes}
+        log("probe costs: " + ", ".join(f"{k} {v['us_per_op']:+.2f} µs" for k, v in self.results["hostcalls"].items()))
+
     # ---------- where the time goes (optional: --only profile) ----------
     def profile_phase(self):
         """perf samples of the Envoy process under load, by DSO and symbol. V8's JIT code has no
@@ -431,7 +471,7 @@ def machine():
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true", help="seconds-long run of every code path")
-    ap.add_argument("--only", action="append", choices=["envoy", "collector", "e2e", "soak", "profile"],
+    ap.add_argument("--only", action="append", choices=["envoy", "hostcalls", "collector", "e2e", "soak", "profile"],
                     help="run only these parts (repeatable); default: all, profile only in full mode")
     ap.add_argument("--rounds", type=int)
     ap.add_argument("--round-s", type=int)
@@ -443,7 +483,7 @@ def main():
     for k in ("rounds", "round_s", "soak_s"):
         if getattr(a, k) is not None:
             opts[k] = getattr(a, k)
-    parts = a.only or ["envoy", "collector", "e2e", "soak"]
+    parts = a.only or ["envoy", "hostcalls", "collector", "e2e", "soak"]
     if not a.only and not a.smoke:
         if shutil.which("perf"):
             parts.append("profile")
@@ -467,6 +507,8 @@ def main():
             bench.e2e_phase()
         if "soak" in parts:
             bench.soak_phase()
+        if "hostcalls" in parts:
+            bench.hostcalls_phase()
         if "profile" in parts:
             bench.profile_phase()
         bench.results["machine"]["loadavg_end"] = os.getloadavg()
