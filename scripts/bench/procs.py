@@ -13,6 +13,10 @@ class BenchError(Exception):
     """A part of the harness did not work: the run fails with this message."""
 
 
+class ExitedEarly(BenchError):
+    """A process exited before it was ready (e.g. its free port was taken meanwhile)."""
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -45,7 +49,7 @@ def wait_http_ok(url, proc, what, log_path, timeout=60.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise BenchError(f"{what} exited with {proc.returncode}; log:\n{tail(log_path)}")
+            raise ExitedEarly(f"{what} exited with {proc.returncode}; log:\n{tail(log_path)}")
         try:
             status, _ = http_get(url, timeout=1.0)
             if status == 200:

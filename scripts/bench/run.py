@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bootstraps  # noqa: E402
 import report  # noqa: E402
-from procs import (BenchError, Managed, cpu_seconds, free_port, http_get, rss_kib,  # noqa: E402
-                   tail, wait_http_ok)
+from procs import (BenchError, ExitedEarly, Managed, cpu_seconds, free_port, http_get,  # noqa: E402
+                   rss_kib, tail, wait_http_ok)
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -96,7 +96,26 @@ class Bench:
             p.stop()
         self.procs.clear()
 
+    def retry_start(self, start):
+        """Starts with fresh free ports up to 3 times: another process may take a port between
+        choosing it and binding it."""
+        for attempt in range(3):
+            try:
+                return start()
+            except ExitedEarly as e:
+                if attempt == 2:
+                    raise
+                log(f"retrying: {str(e).splitlines()[0]}")
+                for p in [p for p in self.procs if not p.alive()]:
+                    self.stop(p)
+
     def start_collector(self, name, database_url):
+        return self.retry_start(lambda: self._start_collector(name, database_url))
+
+    def start_envoy(self, variant, collector_port, name=None):
+        return self.retry_start(lambda: self._start_envoy(variant, collector_port, name))
+
+    def _start_collector(self, name, database_url):
         port = free_port()
         env = dict(os.environ, DATABASE_URL=database_url, MESHAUDIT_LISTEN=f"127.0.0.1:{port}",
                    AUDIT_RECEIVER_API_KEY=API_KEY, AUDIT_RECEIVER_SIGNING_SECRET=SIGNING_SECRET,
@@ -108,7 +127,7 @@ class Bench:
         p.base = f"http://127.0.0.1:{port}"
         return p
 
-    def start_envoy(self, variant, collector_port, name=None):
+    def _start_envoy(self, variant, collector_port, name=None):
         lp, ap = free_port(), free_port()
         paths = {"meshaudit": self.wasm, "access_log": self.tmp / f"access-{variant}.log", **self.floor}
         cfg = bootstraps.variant_bootstrap(variant, (lp, ap), paths, collector_port)

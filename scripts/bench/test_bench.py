@@ -84,5 +84,33 @@ class Report(unittest.TestCase):
         self.assertIsNone(s["collector_sqlite"]["vs_copy"])
 
 
+
+class RetryStart(unittest.TestCase):
+    def test_retries_a_process_that_exited_early_then_gives_up(self):
+        import run
+        from procs import ExitedEarly
+
+        class Stub:
+            procs = []
+            retry_start = run.Bench.retry_start
+
+        calls = []
+
+        def flaky():
+            calls.append(1)
+            if len(calls) < 3:
+                raise ExitedEarly("envoy exited with 1")
+            return "started"
+
+        self.assertEqual(Stub().retry_start(flaky), "started")
+        self.assertEqual(len(calls), 3)
+
+        def always():
+            raise ExitedEarly("envoy exited with 1")
+
+        with self.assertRaises(ExitedEarly):
+            Stub().retry_start(always)
+
+
 if __name__ == "__main__":
     unittest.main()
