@@ -4,10 +4,12 @@
 //! concurrent batches into one transaction.
 //!
 //! Both backends append under one lock (SQLite `BEGIN IMMEDIATE`, PostgreSQL
-//! `pg_advisory_xact_lock`), read the chain head, and apply the same
-//! [`plan`](BatchPlan) logic: idempotency, dedupe by id, `seq = last + 1`, the
-//! chain hash, then the idempotency record, all in that transaction.
+//! `pg_advisory_xact_lock`), read the chain head and what the group's ids and
+//! idempotency keys already have, and write what [`plan::plan_group`] decides:
+//! replays, `409`s, new rows with `seq = last + 1` and the chain hash, the
+//! idempotency records and the new head, all in that transaction.
 
+pub mod plan;
 pub mod postgres;
 pub mod sqlite;
 pub mod writer;

@@ -3,12 +3,12 @@
 //! `200`. Appends run under `BEGIN IMMEDIATE`, which serialises writers even
 //! across processes sharing the file.
 
+use super::plan::{lookups, plan_group};
 use super::{
-    format_time, Appended, BatchAnswer, BatchPlan, BatchWrite, EventQuery, EventStore,
-    IdempotencyRecord, RetentionAnchor, StoreError, StoredEvent, WriteOutcome,
-    IDEMPOTENCY_PURGE_INTERVAL_US,
+    format_time, Appended, BatchAnswer, BatchWrite, EventQuery, EventStore, IdempotencyRecord,
+    RetentionAnchor, StoreError, StoredEvent, IDEMPOTENCY_PURGE_INTERVAL_US,
 };
-use crate::chain::{next_chain_hash, ChainHead};
+use crate::chain::ChainHead;
 use crate::prepare::IndexColumns;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -123,111 +123,99 @@ impl EventStore for SqliteStore {
         let head = sqlx::query("SELECT seq, chain_hash FROM chain_head WHERE singleton = 1")
             .fetch_one(&mut *tx)
             .await?;
-        let mut seq: i64 = head.try_get("seq")?;
-        let mut chain: String = head.try_get("chain_hash")?;
-        let mut outcomes = Vec::with_capacity(batches.len());
-        for batch in batches {
-            if let Some(idem) = &batch.idempotency {
-                let found = sqlx::query(
-                    "SELECT body_sha256, answer FROM idempotency WHERE scope = ? AND key = ? AND expires_us > ?",
-                )
-                .bind(&idem.scope)
-                .bind(&idem.key)
-                .bind(now_us)
-                .fetch_optional(&mut *tx)
-                .await?;
-                if let Some(found) = found {
-                    let body: String = found.try_get("body_sha256")?;
-                    if body == idem.body_sha256 {
-                        let mut answer = answer_from_json(found.try_get("answer")?);
-                        answer.deduped = true;
-                        outcomes.push(WriteOutcome::Replay(answer));
-                    } else {
-                        outcomes.push(WriteOutcome::IdempotencyConflict);
-                    }
-                    continue;
-                }
+        let head = ChainHead {
+            seq: head.try_get("seq")?,
+            chain_hash: head.try_get("chain_hash")?,
+        };
+        let (ids, keys) = lookups(batches);
+        let mut known = HashMap::new();
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            let mut qb: QueryBuilder<Sqlite> =
+                QueryBuilder::new("SELECT id, event_hash FROM event_ids WHERE id IN (");
+            let mut list = qb.separated(", ");
+            for id in chunk {
+                list.push_bind(*id);
             }
-            let mut known = HashMap::new();
-            let ids: Vec<&str> = batch.events.iter().map(|e| e.id.as_str()).collect();
-            for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-                let mut qb: QueryBuilder<Sqlite> =
-                    QueryBuilder::new("SELECT id, event_hash FROM event_ids WHERE id IN (");
-                let mut list = qb.separated(", ");
-                for id in chunk {
-                    list.push_bind(*id);
-                }
-                qb.push(")");
-                for row in qb.build().fetch_all(&mut *tx).await? {
-                    known.insert(
-                        row.try_get::<String, _>("id")?,
-                        row.try_get::<String, _>("event_hash")?,
-                    );
-                }
+            qb.push(")");
+            for row in qb.build().fetch_all(&mut *tx).await? {
+                known.insert(row.try_get("id")?, row.try_get("event_hash")?);
             }
-            let plan = BatchPlan::decide(&batch.events, |id| known.get(id).cloned());
-            let mut rows = Vec::with_capacity(plan.new_events.len());
-            for &i in &plan.new_events {
-                let ev = &batch.events[i];
-                seq += 1;
-                chain = next_chain_hash(&chain, seq, &ev.event_hash);
-                rows.push((seq, chain.clone(), ev));
+        }
+        let mut live = HashMap::new();
+        for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "SELECT scope, key, body_sha256, answer FROM idempotency WHERE expires_us > ",
+            );
+            qb.push_bind(now_us).push(" AND (scope, key) IN (");
+            for (i, (scope, key)) in chunk.iter().enumerate() {
+                qb.push(if i == 0 { "(" } else { ", (" });
+                qb.push_bind(*scope).push(", ").push_bind(*key).push(")");
             }
-            for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-                let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-                    "INSERT INTO events (seq, id, received_at, received_us, event_hash, chain_hash, verified, verify_reason, canonical, tenant, namespace, pod, user_id, method, path, status, event_time_us) ",
+            qb.push(")");
+            for row in qb.build().fetch_all(&mut *tx).await? {
+                live.insert(
+                    (row.try_get("scope")?, row.try_get("key")?),
+                    IdempotencyRecord {
+                        body_sha256: row.try_get("body_sha256")?,
+                        answer: answer_from_json(row.try_get("answer")?),
+                    },
                 );
-                qb.push_values(chunk, |mut b, (seq, chain, ev)| {
-                    b.push_bind(*seq)
-                        .push_bind(ev.id.as_str())
-                        .push_bind(received_at.as_str())
-                        .push_bind(now_us)
-                        .push_bind(ev.event_hash.as_str())
-                        .push_bind(chain.as_str())
-                        .push_bind(ev.verification.verified().map(i64::from))
-                        .push_bind(ev.verification.reason())
-                        .push_bind(String::from_utf8_lossy(&ev.canonical).into_owned())
-                        .push_bind(ev.index.tenant.as_deref())
-                        .push_bind(ev.index.namespace.as_deref())
-                        .push_bind(ev.index.pod.as_deref())
-                        .push_bind(ev.index.user.as_deref())
-                        .push_bind(ev.index.method.as_deref())
-                        .push_bind(ev.index.path.as_deref())
-                        .push_bind(ev.index.status)
-                        .push_bind(ev.index.event_time_us);
-                });
-                qb.build().execute(&mut *tx).await?;
-                let mut qb: QueryBuilder<Sqlite> =
-                    QueryBuilder::new("INSERT INTO event_ids (id, event_hash, seq) ");
-                qb.push_values(chunk, |mut b, (seq, _, ev)| {
-                    b.push_bind(ev.id.as_str())
-                        .push_bind(ev.event_hash.as_str())
-                        .push_bind(*seq);
-                });
-                qb.build().execute(&mut *tx).await?;
             }
-            if let Some(idem) = &batch.idempotency {
-                let answer = serde_json::to_string(&plan.answer).unwrap_or_default();
-                sqlx::query(
-                    "INSERT INTO idempotency (scope, key, body_sha256, answer, expires_us) VALUES (?, ?, ?, ?, ?) \
-                     ON CONFLICT (scope, key) DO UPDATE SET body_sha256 = excluded.body_sha256, answer = excluded.answer, expires_us = excluded.expires_us",
-                )
-                .bind(&idem.scope)
-                .bind(&idem.key)
-                .bind(&idem.body_sha256)
-                .bind(answer)
-                .bind(expires_us)
-                .execute(&mut *tx)
-                .await?;
-            }
-            outcomes.push(WriteOutcome::Stored {
-                answer: plan.answer,
-                conflict_ids: plan.conflict_ids,
+        }
+        let plan = plan_group(batches, head, &known, &live);
+        for chunk in plan.rows.chunks(ROWS_PER_STATEMENT) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO events (seq, id, received_at, received_us, event_hash, chain_hash, verified, verify_reason, canonical, tenant, namespace, pod, user_id, method, path, status, event_time_us) ",
+            );
+            qb.push_values(chunk, |mut b, row| {
+                let ev = row.event;
+                b.push_bind(row.seq)
+                    .push_bind(ev.id.as_str())
+                    .push_bind(received_at.as_str())
+                    .push_bind(now_us)
+                    .push_bind(ev.event_hash.as_str())
+                    .push_bind(row.chain_hash.as_str())
+                    .push_bind(ev.verification.verified().map(i64::from))
+                    .push_bind(ev.verification.reason())
+                    .push_bind(String::from_utf8_lossy(&ev.canonical).into_owned())
+                    .push_bind(ev.index.tenant.as_deref())
+                    .push_bind(ev.index.namespace.as_deref())
+                    .push_bind(ev.index.pod.as_deref())
+                    .push_bind(ev.index.user.as_deref())
+                    .push_bind(ev.index.method.as_deref())
+                    .push_bind(ev.index.path.as_deref())
+                    .push_bind(ev.index.status)
+                    .push_bind(ev.index.event_time_us);
             });
+            qb.build().execute(&mut *tx).await?;
+            let mut qb: QueryBuilder<Sqlite> =
+                QueryBuilder::new("INSERT INTO event_ids (id, event_hash, seq) ");
+            qb.push_values(chunk, |mut b, row| {
+                b.push_bind(row.event.id.as_str())
+                    .push_bind(row.event.event_hash.as_str())
+                    .push_bind(row.seq);
+            });
+            qb.build().execute(&mut *tx).await?;
+        }
+        for chunk in plan.idempotency.chunks(ROWS_PER_STATEMENT) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO idempotency (scope, key, body_sha256, answer, expires_us) ",
+            );
+            qb.push_values(chunk, |mut b, w| {
+                b.push_bind(w.scope.as_str())
+                    .push_bind(w.key.as_str())
+                    .push_bind(w.body_sha256.as_str())
+                    .push_bind(serde_json::to_string(&w.answer).unwrap_or_default())
+                    .push_bind(expires_us);
+            });
+            qb.push(
+                " ON CONFLICT (scope, key) DO UPDATE SET body_sha256 = excluded.body_sha256, answer = excluded.answer, expires_us = excluded.expires_us",
+            );
+            qb.build().execute(&mut *tx).await?;
         }
         sqlx::query("UPDATE chain_head SET seq = ?, chain_hash = ? WHERE singleton = 1")
-            .bind(seq)
-            .bind(&chain)
+            .bind(plan.head.seq)
+            .bind(&plan.head.chain_hash)
             .execute(&mut *tx)
             .await?;
         let last_purge = self.last_purge_us.load(Ordering::Relaxed);
@@ -240,11 +228,8 @@ impl EventStore for SqliteStore {
         }
         tx.commit().await?;
         Ok(Appended {
-            outcomes,
-            head: ChainHead {
-                seq,
-                chain_hash: chain,
-            },
+            outcomes: plan.outcomes,
+            head: plan.head,
         })
     }
 
