@@ -86,7 +86,7 @@ fn main() {
         capture += t.elapsed().as_secs_f64();
         let t = Instant::now();
         let events: Vec<_> = records
-            .iter()
+            .into_iter()
             .map(|r| build_event(r, &cfg, &workload, &redactor, [3; 16]))
             .collect();
         build += t.elapsed().as_secs_f64();

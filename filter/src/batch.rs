@@ -181,7 +181,7 @@ impl Shipper {
     pub fn flush(
         &mut self,
         now_ms: u64,
-        mut line: impl FnMut(&RequestRecord) -> Vec<u8>,
+        mut line: impl FnMut(RequestRecord) -> Vec<u8>,
         mut new_key: impl FnMut() -> String,
     ) {
         self.last_flush_ms = now_ms;
@@ -189,8 +189,7 @@ impl Shipper {
         let mut events = 0usize;
         while let Some((record, size)) = self.pending.pop_front() {
             self.pending_bytes = self.pending_bytes.saturating_sub(size);
-            let mut l = line(&record);
-            drop(record);
+            let mut l = line(record);
             l.push(b'\n');
             if l.len() > MAX_EVENT_BYTES {
                 self.stats.dropped_too_large += 1;
@@ -401,7 +400,7 @@ mod tests {
         }
     }
 
-    fn line(r: &RequestRecord) -> Vec<u8> {
+    fn line(r: RequestRecord) -> Vec<u8> {
         format!("{{\"path\":\"{}\"}}", r.request.path).into_bytes()
     }
 

@@ -133,29 +133,30 @@ fn form_object(text: &str) -> Value {
 
 /// Builds the event (not yet sealed) for `rec`.
 pub fn build_event(
-    rec: &RequestRecord,
+    rec: RequestRecord,
     cfg: &Config,
     workload: &Workload,
     redactor: &Redactor,
     random: [u8; 16],
 ) -> HttpEvent {
-    let req = &rec.request;
-    let resp = &rec.response;
-    let log = &rec.log;
+    let RequestRecord {
+        request: mut req,
+        response: mut resp,
+        log,
+    } = rec;
     let mut e = HttpEvent::new(
         new_uuid_v4(random),
         format_timestamp((req.start_unix_ns / 1000) as i64),
     );
-    let id = &req.identity;
-    e.tenantid = id.tenantid.clone().or_else(|| cfg.tenant_id.clone());
+    let id = std::mem::take(&mut req.identity);
+    e.tenantid = id.tenantid.or_else(|| cfg.tenant_id.clone());
     e.traceid = id
         .traceid
-        .clone()
         .or_else(|| id.traceparent.as_deref().and_then(traceparent_trace_id));
-    e.transactionid = id.transactionid.clone();
-    e.requestid = id.requestid.clone();
-    e.spanid = id.spanid.clone();
-    e.parentservicespanid = id.parentservicespanid.clone();
+    e.transactionid = id.transactionid;
+    e.requestid = id.requestid;
+    e.spanid = id.spanid;
+    e.parentservicespanid = id.parentservicespanid;
     e.httpmethod = non_empty(&req.method);
     if !req.authority.is_empty() || !req.path.is_empty() {
         let scheme = if req.scheme.is_empty() {
@@ -170,8 +171,8 @@ pub fn build_event(
         ));
     }
 
-    e.subject.userid = log.jwt_subject.clone().or_else(|| id.userid.clone());
-    e.subject.type_ = id.usertype.clone();
+    e.subject.userid = log.jwt_subject.or(id.userid);
+    e.subject.type_ = id.usertype;
     e.subject.groups = id
         .groups
         .as_deref()
@@ -183,7 +184,7 @@ pub fn build_event(
                 .collect()
         })
         .unwrap_or_default();
-    e.subject.principal = log.principal.clone();
+    e.subject.principal = log.principal;
 
     e.kubernetes.namespacename = workload.namespace.clone();
     e.kubernetes.podname = workload.pod.clone();
@@ -208,7 +209,7 @@ pub fn build_event(
     e.action.status = Some(outcome.to_owned());
 
     e.network.sourceip = log.source_address.as_deref().map(ip_of);
-    e.network.useragent = req.user_agent.clone();
+    e.network.useragent = req.user_agent.take();
 
     let md = &mut e.eventdata.metadata;
     md.issensitive = cfg.is_sensitive;
@@ -229,15 +230,15 @@ pub fn build_event(
         e.eventdata.responsepayload = payload(b, redactor);
     }
 
-    let headers = |list: &[(String, String)]| -> Map {
-        list.iter()
+    let headers = |list: Vec<(String, String)>| -> Map {
+        list.into_iter()
             .map(|(k, v)| {
-                let v = if redactor.is_redacted_header(k) {
-                    redactor.replace_str(v)
+                let v = if redactor.is_redacted_header(&k) {
+                    redactor.replace_str(&v)
                 } else {
-                    v.clone()
+                    v
                 };
-                (k.clone(), Value::String(v))
+                (k, Value::String(v))
             })
             .collect()
     };
@@ -246,13 +247,13 @@ pub fn build_event(
         durationms: log.end_unix_ns.saturating_sub(req.start_unix_ns) / 1_000_000,
         requestbytes: req.body_bytes,
         responsebytes: resp.body_bytes,
-        protocol: log.protocol.clone(),
+        protocol: log.protocol,
         authority: non_empty(&req.authority),
-        requestheaders: headers(&req.headers),
-        responseheaders: headers(&resp.headers),
-        upstreamcluster: log.upstream_cluster.clone(),
+        requestheaders: headers(std::mem::take(&mut req.headers)),
+        responseheaders: headers(std::mem::take(&mut resp.headers)),
+        upstreamcluster: log.upstream_cluster,
         responseflags: non_empty(&response_flags_text(log.response_flags)),
-        codedetails: log.code_details.clone(),
+        codedetails: log.code_details,
     });
     e
 }
@@ -390,7 +391,7 @@ mod tests {
             br#"{"item":"book","password":"pw","nested":{"Token":[1]}}"#,
             br#"[1,2]"#,
         );
-        let ev = build_event(&rec, &c, &workload(), &Redactor::new(&c), [7; 16]);
+        let ev = build_event(rec, &c, &workload(), &Redactor::new(&c), [7; 16]);
         let line = sealed_line(&ev, &c);
         let v = line_value(&line);
         assert_eq!(s(&v, &["schemaid"]), Some("meshaudit.http/v1"));
@@ -464,12 +465,14 @@ mod tests {
         rec.response = ResponseCapture::default();
         rec.log.response_code = Some(404);
         rec.log.response_flags = 1 << 8;
-        let v = build_event(&rec, &c, &workload(), &Redactor::new(&c), [1; 16]).to_value(c.schema);
+        let v = build_event(rec.clone(), &c, &workload(), &Redactor::new(&c), [1; 16])
+            .to_value(c.schema);
         assert_eq!(s(&v, &["action", "severity"]), Some("WARNING"));
         assert_eq!(s(&v, &["http", "responseflags"]), Some("NR"));
         rec.log.response_code = None;
         rec.log.response_flags = (1 << 28) | (1 << 14);
-        let v = build_event(&rec, &c, &workload(), &Redactor::new(&c), [1; 16]).to_value(c.schema);
+        let v = build_event(rec.clone(), &c, &workload(), &Redactor::new(&c), [1; 16])
+            .to_value(c.schema);
         assert_eq!(
             v.pointer(&["http", "statuscode"]).and_then(Value::as_i64),
             Some(0)
@@ -486,11 +489,13 @@ mod tests {
         rec.response.grpc = true;
         rec.response.status = Some(200);
         rec.response.grpc_status = Some(5);
-        let v = build_event(&rec, &c, &workload(), &Redactor::new(&c), [1; 16]).to_value(c.schema);
+        let v = build_event(rec.clone(), &c, &workload(), &Redactor::new(&c), [1; 16])
+            .to_value(c.schema);
         assert_eq!(s(&v, &["action", "status"]), Some("FAILURE"));
         assert_eq!(s(&v, &["action", "severity"]), Some("WARNING"));
         rec.response.grpc_status = Some(14);
-        let v = build_event(&rec, &c, &workload(), &Redactor::new(&c), [1; 16]).to_value(c.schema);
+        let v = build_event(rec.clone(), &c, &workload(), &Redactor::new(&c), [1; 16])
+            .to_value(c.schema);
         assert_eq!(s(&v, &["action", "severity"]), Some("ERROR"));
     }
 
@@ -499,7 +504,8 @@ mod tests {
         let c = cfg(r#"{"collector_cluster":"c","capture_bodies":true,"max_body_bytes":8}"#);
         let body = br#"{"long":"abcdefghijklmnop"}"#;
         let rec = record(&c, body, b"");
-        let v = build_event(&rec, &c, &workload(), &Redactor::new(&c), [1; 16]).to_value(c.schema);
+        let v = build_event(rec.clone(), &c, &workload(), &Redactor::new(&c), [1; 16])
+            .to_value(c.schema);
         assert_eq!(
             v.pointer(&["eventdata", "metadata", "requesttruncated"]),
             Some(&Value::Bool(true))
@@ -545,7 +551,7 @@ mod tests {
             r#"{"collector_cluster":"c","schema":"mobius-1","signing_secret":"k","event_key_id":"k1"}"#,
         );
         let rec = record(&c, b"", b"");
-        let ev = build_event(&rec, &c, &workload(), &Redactor::new(&c), [1; 16]);
+        let ev = build_event(rec.clone(), &c, &workload(), &Redactor::new(&c), [1; 16]);
         let v = line_value(&sealed_line(&ev, &c));
         assert!(v.get("http").is_none());
         assert!(v.pointer(&["security", "keyid"]).is_none());
