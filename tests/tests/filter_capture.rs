@@ -451,3 +451,73 @@ fn bad_configuration_is_refused_naming_the_key() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+const MAKE_JWT: &str = r#"
+import base64, json, hmac, hashlib
+def b64(b): return base64.urlsafe_b64encode(b).rstrip(b'=').decode()
+key = b'jwt-secret-0123456789abcdef0123456789'
+h = b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": "k1"}).encode())
+p = b64(json.dumps({"sub": "alice@example.com", "iss": "meshaudit-test", "exp": 4102444800}).encode())
+sig = b64(hmac.new(key, (h + '.' + p).encode(), hashlib.sha256).digest())
+print(h + '.' + p + '.' + sig)
+print(json.dumps({"keys": [{"kty": "oct", "alg": "HS256", "kid": "k1", "k": b64(key)}]}))
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subject_comes_from_the_jwt_authn_claim_when_configured() -> anyhow::Result<()> {
+    let out = run_python(MAKE_JWT, b"")?;
+    let mut lines = out.lines();
+    let (token, jwks) = (
+        lines.next().unwrap_or_default().to_owned(),
+        lines.next().unwrap_or_default().to_owned(),
+    );
+    let collector = Collector::start(CollectorOptions::default()).await?;
+    let upstream = Upstream::start().await?;
+    let opts = options(
+        upstream.port,
+        collector.port,
+        json!({"subject_claim": {"provider": "jwt_payload", "claim": "sub"}}),
+    )?;
+    let mut bootstrap = meshaudit_e2e::bootstrap::bootstrap(&opts);
+    insert_http_filter(
+        &mut bootstrap,
+        json!({
+            "name": "envoy.filters.http.jwt_authn",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+                "providers": {"test": {
+                    "issuer": "meshaudit-test",
+                    "payload_in_metadata": "jwt_payload",
+                    "local_jwks": {"inline_string": jwks}
+                }},
+                "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "test"}}]
+            }
+        }),
+    )?;
+    let mut envoy = CustomEnvoy::start(&opts, &bootstrap, &[]).await?;
+    let ok = http_client()
+        .get(envoy.url("/orders/1"))
+        .header("authorization", format!("Bearer {token}"))
+        .header("actionLogUserId", "forged-by-a-header")
+        .send()
+        .await?;
+    assert_eq!(ok.status().as_u16(), 200);
+    let denied = http_client().get(envoy.url("/orders/2")).send().await?;
+    assert_eq!(denied.status().as_u16(), 401);
+    let events = collector.wait_for_events(2, WAIT).await?;
+    assert_eq!(
+        events.len(),
+        2,
+        "a request jwt_authn refused is audited too"
+    );
+    let ok_event = events_at(&events, "/orders/1")[0];
+    assert_eq!(
+        ok_event["subject"]["userid"], "alice@example.com",
+        "{ok_event}"
+    );
+    let denied_event = events_at(&events, "/orders/2")[0];
+    assert!(denied_event.get("subject").is_none(), "{denied_event}");
+    assert_eq!(denied_event["http"]["statuscode"], 401);
+    assert!(envoy.is_running(), "{}", envoy.log());
+    Ok(())
+}

@@ -145,7 +145,7 @@ async fn retries_honour_retry_after_and_resign_with_the_same_key() -> anyhow::Re
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_collector_hanging_up_answering_500_or_refusing_costs_retries_not_traffic(
+async fn a_collector_hanging_up_answering_500_timing_out_or_refusing_costs_retries_not_traffic(
 ) -> anyhow::Result<()> {
     let fake = FakeCollector::start(FakeBehaviour::Close).await?;
     let upstream = Upstream::start().await?;
@@ -184,6 +184,22 @@ async fn a_collector_hanging_up_answering_500_or_refusing_costs_retries_not_traf
     assert_eq!(
         stat(&envoy, "meshaudit_batch_retries").await?,
         retries_before + 1
+    );
+
+    // a collector that never answers: the dispatch times out and is retried
+    fake.set(FakeBehaviour::Hang);
+    let resp = http_client().get(envoy.url("/orders/hang")).send().await?;
+    assert_eq!(resp.status().as_u16(), 200);
+    wait_stat(
+        &envoy,
+        "meshaudit_events_dropped_retries_exhausted",
+        12,
+        WAIT,
+    )
+    .await?;
+    assert_eq!(
+        stat(&envoy, "meshaudit_batch_retries").await?,
+        retries_before + 2
     );
 
     // 4xx other than 429 is final: no retry, counted as rejected

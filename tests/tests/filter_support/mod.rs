@@ -211,6 +211,8 @@ pub enum FakeBehaviour {
     RetryAfter(u16, u64),
     /// Close the connection without answering.
     Close,
+    /// Read the request and never answer (the filter's call times out).
+    Hang,
 }
 
 /// One request a [`FakeCollector`] saw.
@@ -328,6 +330,10 @@ async fn serve_fake(
         let b = behaviour.lock().map(|b| *b).unwrap_or(FakeBehaviour::Close);
         match b {
             FakeBehaviour::Close => return Ok(()),
+            FakeBehaviour::Hang => {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                return Ok(());
+            }
             FakeBehaviour::Status(code) => {
                 let answer = format!(
                     "HTTP/1.1 {code} X\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{{}}"
@@ -342,4 +348,84 @@ async fn serve_fake(
             }
         }
     }
+}
+
+/// Envoy on a bootstrap the test edits itself (e.g. an extra filter before
+/// the router); killed on drop.
+pub struct CustomEnvoy {
+    pub listener_port: u16,
+    pub admin_port: u16,
+    pub dir: tempfile::TempDir,
+    child: ChildGuard,
+}
+
+impl CustomEnvoy {
+    pub async fn start(
+        opts: &BootstrapOptions,
+        bootstrap: &Value,
+        env: &[(&str, &str)],
+    ) -> Result<CustomEnvoy> {
+        let dir = tempfile::tempdir()?;
+        let config = dir.path().join("bootstrap.yaml");
+        std::fs::write(&config, serde_json::to_vec(bootstrap)?)?;
+        let log = std::fs::File::create(dir.path().join("envoy.log"))?;
+        let mut cmd = Command::new(Envoy::binary()?);
+        cmd.arg("-c")
+            .arg(&config)
+            .args(["--concurrency", "1", "--disable-hot-restart", "-l", "info"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        for (k, v) in [("POD_NAME", POD), ("POD_NAMESPACE", NAMESPACE)]
+            .iter()
+            .chain(env)
+        {
+            cmd.env(k, v);
+        }
+        let child = ChildGuard::new("envoy", cmd.spawn()?);
+        let envoy = CustomEnvoy {
+            listener_port: opts.listener_port,
+            admin_port: opts.admin_port,
+            dir,
+            child,
+        };
+        let url = format!("http://127.0.0.1:{}/ready", envoy.admin_port);
+        let ready = wait_for("Envoy /ready", Duration::from_secs(30), || {
+            let url = url.clone();
+            async move {
+                let r = http_client().get(&url).send().await.ok()?;
+                (r.status().as_u16() == 200).then_some(())
+            }
+        })
+        .await;
+        if let Err(e) = ready {
+            bail!("{e}; log:\n{}", envoy.log());
+        }
+        Ok(envoy)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.listener_port, path)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("envoy.log")).unwrap_or_default()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().is_none()
+    }
+}
+
+/// Inserts `filter` into the bootstrap's HTTP filter chain, just before the router.
+pub fn insert_http_filter(bootstrap: &mut Value, filter: Value) -> Result<()> {
+    let filters = bootstrap
+        .pointer_mut(
+            "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/http_filters",
+        )
+        .and_then(Value::as_array_mut)
+        .context("the bootstrap has no http_filters")?;
+    let at = filters.len().saturating_sub(1);
+    filters.insert(at, filter);
+    Ok(())
 }
