@@ -521,3 +521,90 @@ async fn subject_comes_from_the_jwt_authn_claim_when_configured() -> anyhow::Res
     assert!(envoy.is_running(), "{}", envoy.log());
     Ok(())
 }
+
+const MAKE_CERTS: &str = r#"set -e
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.crt -days 2 -subj "/CN=meshaudit-test-ca"
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout server.key -out server.csr -subj "/CN=localhost"
+printf "subjectAltName=DNS:localhost,IP:127.0.0.1\n" > server.ext
+openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 2 -extfile server.ext
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout client.key -out client.csr -subj "/CN=client"
+printf "subjectAltName=URI:spiffe://cluster.local/ns/shop/sa/checkout\n" > client.ext
+openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out client.crt -days 2 -extfile client.ext
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn principal_is_the_mtls_peers_spiffe_id() -> anyhow::Result<()> {
+    let certs = tempfile::tempdir()?;
+    let made = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(MAKE_CERTS)
+        .current_dir(certs.path())
+        .output()
+        .map_err(|e| {
+            anyhow::anyhow!("bash and openssl are needed (apt-get install openssl): {e}")
+        })?;
+    assert!(
+        made.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let file = |name: &str| certs.path().join(name).display().to_string();
+
+    let collector = Collector::start(CollectorOptions::default()).await?;
+    let upstream = Upstream::start().await?;
+    let opts = options(upstream.port, collector.port, json!({}))?;
+    let mut bootstrap = meshaudit_e2e::bootstrap::bootstrap(&opts);
+    let chain = bootstrap
+        .pointer_mut("/static_resources/listeners/0/filter_chains/0")
+        .and_then(Value::as_object_mut)
+        .ok_or_else(|| anyhow::anyhow!("no filter chain in the bootstrap"))?;
+    chain.insert(
+        "transport_socket".into(),
+        json!({
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                "require_client_certificate": true,
+                "common_tls_context": {
+                    "tls_certificates": [{
+                        "certificate_chain": {"filename": file("server.crt")},
+                        "private_key": {"filename": file("server.key")}
+                    }],
+                    "validation_context": {"trusted_ca": {"filename": file("ca.crt")}}
+                }
+            }
+        }),
+    );
+    let mut envoy = CustomEnvoy::start(&opts, &bootstrap, &[]).await?;
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+        .arg(file("ca.crt"))
+        .arg("--cert")
+        .arg(file("client.crt"))
+        .arg("--key")
+        .arg(file("client.key"))
+        .arg(format!(
+            "https://127.0.0.1:{}/orders/9",
+            envoy.listener_port
+        ))
+        .output()
+        .map_err(|e| anyhow::anyhow!("curl is needed (apt-get install curl): {e}"))?;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "200",
+        "{}",
+        envoy.log()
+    );
+    let events = collector.wait_for_events(1, WAIT).await?;
+    let e = &events[0];
+    assert_eq!(
+        e["subject"]["principal"], "spiffe://cluster.local/ns/shop/sa/checkout",
+        "{e}"
+    );
+    assert_eq!(
+        e["httpurl"],
+        format!("https://127.0.0.1:{}/orders/9", envoy.listener_port)
+    );
+    assert!(envoy.is_running());
+    Ok(())
+}
