@@ -13,6 +13,7 @@ use super::{
 };
 use crate::chain::ChainHead;
 use crate::prepare::IndexColumns;
+use crate::prepare::PreparedEvent;
 use async_trait::async_trait;
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -29,9 +30,6 @@ pub const APPEND_LOCK: i64 = 0x6d65_7368;
 
 /// Months of partitions kept ready beyond the current one.
 pub const PARTITIONS_AHEAD: u32 = 2;
-
-/// Rows per multi-row statement (16 binds each, below PostgreSQL's 65535).
-const ROWS_PER_STATEMENT: usize = 500;
 
 const EVENT_COLUMNS: &str =
     "seq, id, received_at, verified, verify_reason, event_hash, chain_hash, canonical, \
@@ -243,50 +241,57 @@ impl EventStore for PgStore {
             }
         }
         let plan = plan_group(batches, head, &known, &live);
-        for chunk in plan.rows.chunks(ROWS_PER_STATEMENT) {
-            // One round trip: the rows, and their ids into the registry.
-            let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(
-                "WITH inserted AS (INSERT INTO events (seq, id, received_at, event_hash, chain_hash, verified, verify_reason, canonical, tenant, namespace, pod, user_id, method, path, status, event_time_us) ",
-            );
-            qb.push_values(chunk, |mut b, row| {
-                let ev = row.event;
-                b.push_bind(row.seq)
-                    .push_bind(ev.id.as_str())
-                    .push_bind(now)
-                    .push_bind(ev.event_hash.as_str())
-                    .push_bind(row.chain_hash.as_str())
-                    .push_bind(ev.verification.verified())
-                    .push_bind(ev.verification.reason())
-                    .push_bind(String::from_utf8_lossy(&ev.canonical).into_owned())
-                    .push_bind(ev.index.tenant.as_deref())
-                    .push_bind(ev.index.namespace.as_deref())
-                    .push_bind(ev.index.pod.as_deref())
-                    .push_bind(ev.index.user.as_deref())
-                    .push_bind(ev.index.method.as_deref())
-                    .push_bind(ev.index.path.as_deref())
-                    .push_bind(ev.index.status)
-                    .push_bind(ev.index.event_time_us);
-            });
-            qb.push(
-                " RETURNING id, event_hash, seq) INSERT INTO event_ids (id, event_hash, seq) SELECT id, event_hash, seq FROM inserted",
-            );
-            qb.build().execute(&mut *tx).await?;
+        if !plan.rows.is_empty() {
+            // One statement whatever the count (arrays, so its text and plan
+            // are the same every time): the rows, and their ids into the registry.
+            let rows = &plan.rows;
+            let text = |f: fn(&PreparedEvent) -> Option<&str>| -> Vec<Option<&str>> {
+                rows.iter().map(|r| f(r.event)).collect()
+            };
+            sqlx::query(
+                "WITH inserted AS (\
+                   INSERT INTO events (seq, id, received_at, event_hash, chain_hash, verified, verify_reason, canonical, \
+                                       tenant, namespace, pod, user_id, method, path, status, event_time_us) \
+                   SELECT s, i, $3, h, c, v, vr, cn, t, ns, p, u, m, pa, st, et \
+                   FROM unnest($1::bigint[], $2::text[], $4::text[], $5::text[], $6::bool[], $7::text[], $8::text[], \
+                               $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::bigint[], $16::bigint[]) \
+                        AS x(s, i, h, c, v, vr, cn, t, ns, p, u, m, pa, st, et) \
+                   RETURNING id, event_hash, seq) \
+                 INSERT INTO event_ids (id, event_hash, seq) SELECT id, event_hash, seq FROM inserted",
+            )
+            .bind(rows.iter().map(|r| r.seq).collect::<Vec<i64>>())
+            .bind(rows.iter().map(|r| r.event.id.as_str()).collect::<Vec<&str>>())
+            .bind(now)
+            .bind(rows.iter().map(|r| r.event.event_hash.as_str()).collect::<Vec<&str>>())
+            .bind(rows.iter().map(|r| r.chain_hash.as_str()).collect::<Vec<&str>>())
+            .bind(rows.iter().map(|r| r.event.verification.verified()).collect::<Vec<Option<bool>>>())
+            .bind(rows.iter().map(|r| r.event.verification.reason()).collect::<Vec<Option<&str>>>())
+            .bind(rows.iter().map(|r| String::from_utf8_lossy(&r.event.canonical).into_owned()).collect::<Vec<String>>())
+            .bind(text(|e| e.index.tenant.as_deref()))
+            .bind(text(|e| e.index.namespace.as_deref()))
+            .bind(text(|e| e.index.pod.as_deref()))
+            .bind(text(|e| e.index.user.as_deref()))
+            .bind(text(|e| e.index.method.as_deref()))
+            .bind(text(|e| e.index.path.as_deref()))
+            .bind(rows.iter().map(|r| r.event.index.status).collect::<Vec<Option<i64>>>())
+            .bind(rows.iter().map(|r| r.event.index.event_time_us).collect::<Vec<Option<i64>>>())
+            .execute(&mut *tx)
+            .await?;
         }
-        for chunk in plan.idempotency.chunks(ROWS_PER_STATEMENT) {
-            let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(
-                "INSERT INTO idempotency (scope, key, body_sha256, answer, expires_us) ",
-            );
-            qb.push_values(chunk, |mut b, w| {
-                b.push_bind(w.scope.as_str())
-                    .push_bind(w.key.as_str())
-                    .push_bind(w.body_sha256.as_str())
-                    .push_bind(serde_json::to_string(&w.answer).unwrap_or_default())
-                    .push_bind(expires_us);
-            });
-            qb.push(
-                " ON CONFLICT (scope, key) DO UPDATE SET body_sha256 = excluded.body_sha256, answer = excluded.answer, expires_us = excluded.expires_us",
-            );
-            qb.build().execute(&mut *tx).await?;
+        if !plan.idempotency.is_empty() {
+            let w = &plan.idempotency;
+            sqlx::query(
+                "INSERT INTO idempotency (scope, key, body_sha256, answer, expires_us) \
+                 SELECT s, k, b, a, $5 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS x(s, k, b, a) \
+                 ON CONFLICT (scope, key) DO UPDATE SET body_sha256 = excluded.body_sha256, answer = excluded.answer, expires_us = excluded.expires_us",
+            )
+            .bind(w.iter().map(|w| w.scope.as_str()).collect::<Vec<&str>>())
+            .bind(w.iter().map(|w| w.key.as_str()).collect::<Vec<&str>>())
+            .bind(w.iter().map(|w| w.body_sha256.as_str()).collect::<Vec<&str>>())
+            .bind(w.iter().map(|w| serde_json::to_string(&w.answer).unwrap_or_default()).collect::<Vec<String>>())
+            .bind(expires_us)
+            .execute(&mut *tx)
+            .await?;
         }
         sqlx::query("UPDATE chain_head SET seq = $1, chain_hash = $2 WHERE singleton = 1")
             .bind(plan.head.seq)
