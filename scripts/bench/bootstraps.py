@@ -145,6 +145,11 @@ BUFFER = {
 }
 
 
+def buffer_filter(max_request_bytes):
+    return {"name": BUFFER["name"],
+            "typed_config": dict(BUFFER["typed_config"], max_request_bytes=max_request_bytes)}
+
+
 def variant_bootstrap(variant, ports, paths, collector_port):
     """`variant`: a name of VARIANTS; `paths`: wasm files and the access log path."""
     lp, ap = ports
@@ -152,6 +157,9 @@ def variant_bootstrap(variant, ports, paths, collector_port):
         return bootstrap(lp, ap)
     if variant == "bare_post":
         return bootstrap(lp, ap, [BUFFER])
+    if variant == "sink":
+        # Stands in for the collector: 200 to every batch (up to the collector's 4 MiB default).
+        return bootstrap(lp, ap, [buffer_filter(4 * 1024 * 1024)])
     if variant == "empty_wasm":
         return bootstrap(lp, ap, [wasm_filter("floor_empty", paths["floor_empty"], None)])
     if variant == "trivial_wasm":

@@ -193,7 +193,7 @@ class Bench:
         col = self.start_collector("collector-envoy-phase", f"sqlite://{self.tmp / 'envoy-phase.db'}")
         # A second Envoy answering 200 to every batch: meshaudit_sink ships there, so its cost is
         # the filter's alone, whatever the collector can take on these shared cores.
-        sink = self.start_envoy("bare_post", None, name="sink")
+        sink = self.start_envoy("sink", None)
         sink_port = int(sink.url.rsplit(":", 1)[1])
         envoys = {}
         for v in variants:
@@ -246,9 +246,11 @@ class Bench:
         ship = {}
         for v in ("meshaudit", "meshaudit_sink", "meshaudit_bodies"):
             ship[v] = self.meshaudit_stats(envoys[v])
-            if ship[v].get("captured", 0) == 0:
-                raise BenchError(f"{v}: the filter captured no events (stats: {ship[v]}); envoy log:\n"
+            if ship[v].get("captured", 0) == 0 or ship[v].get("batches_ok", 0) == 0:
+                raise BenchError(f"{v}: the filter captured or shipped nothing (stats: {ship[v]}); envoy log:\n"
                                  f"{tail(envoys[v].log_path)}")
+        if ship["meshaudit_sink"]["batches_failed"]:
+            raise BenchError(f"meshaudit_sink: the null sink refused batches: {ship['meshaudit_sink']}")
         accepted = self.collector_accepted(col)
         self.results["collector_accepted_envoy_phase"] = accepted
         if not accepted:

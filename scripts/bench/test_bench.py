@@ -39,6 +39,10 @@ class Bootstraps(unittest.TestCase):
         self.assertIn("AUDIT_FORWARD_SIGNING_SECRET", wasm["vm_config"]["environment_variables"]["host_env_keys"])
         self.assertEqual(cfg["static_resources"]["clusters"][0]["name"], "meshaudit_collector")
 
+    def test_the_sink_takes_whole_batches(self):
+        _, hcm = http_filters(bootstraps.variant_bootstrap("sink", (1, 2), PATHS, None))
+        self.assertEqual(hcm["http_filters"][0]["typed_config"]["max_request_bytes"], 4 * 1024 * 1024)
+
     def test_access_log_variant_logs_json_to_the_file(self):
         _, hcm = http_filters(bootstraps.variant_bootstrap("access_log", (1, 2), PATHS, 3))
         log = hcm["access_log"][0]["typed_config"]
