@@ -77,6 +77,8 @@ struct Plugin {
     metrics: [Option<u32>; 11],
     done_deadline_ns: Option<u64>,
     done_called: bool,
+    /// Whether the "Envoy refused a dispatch" warning was logged (once per VM).
+    warned_refused: bool,
 }
 
 struct Stream {
@@ -182,6 +184,7 @@ pub extern "C" fn proxy_on_configure(context_id: u32, size: usize) -> u32 {
         metrics,
         done_deadline_ns: None,
         done_called: false,
+        warned_refused: false,
         cfg,
     };
     let stored = with_filter(|f| {
@@ -551,6 +554,16 @@ fn pump(p: &mut Plugin, now_ns: u64) {
             }
             None => break,
         };
+        if token.is_none() && !p.warned_refused {
+            p.warned_refused = true;
+            hc::log(
+                hc::LOG_WARN,
+                &format!(
+                    "meshaudit: Envoy refused to call cluster {:?} (is it defined?); batches are retried, then dropped and counted",
+                    p.cfg.collector_cluster
+                ),
+            );
+        }
         let random = p.rng.borrow_mut().next_u64(now_ns);
         p.shipper.dispatched(seq, token, now_ms, random);
     }

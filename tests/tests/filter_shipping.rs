@@ -327,3 +327,39 @@ async fn proxied_exchanges_are_identical_with_and_without_the_filter() -> anyhow
     assert_healthy(&mut with);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undefined_collector_cluster_is_logged_once_and_drops_are_counted() -> anyhow::Result<()>
+{
+    let upstream = Upstream::start().await?;
+    let opts = options(
+        upstream.port,
+        free_port()?,
+        json!({"collector_cluster": "no_such_cluster", "retries": 1}),
+    )?;
+    let mut envoy = start_envoy(&opts, &[]).await?;
+    for i in 0..3 {
+        let resp = http_client()
+            .get(envoy.url(&format!("/orders/{i}")))
+            .send()
+            .await?;
+        assert_eq!(resp.status().as_u16(), 200);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    wait_stat(
+        &envoy,
+        "meshaudit_events_dropped_retries_exhausted",
+        3,
+        WAIT,
+    )
+    .await?;
+    let log = envoy.log();
+    assert_eq!(
+        log.matches("refused to call cluster \"no_such_cluster\"")
+            .count(),
+        1,
+        "one warning per VM:\n{log}"
+    );
+    assert_healthy(&mut envoy);
+    Ok(())
+}
