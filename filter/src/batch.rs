@@ -15,6 +15,11 @@ use std::collections::VecDeque;
 /// Batches a VM keeps in flight at once (outside shutdown).
 pub const MAX_INFLIGHT_BATCHES: usize = 8;
 
+/// Records turned into event lines per tick (outside shutdown): the tick runs
+/// on the worker thread, so a burst is spread over several ticks instead of
+/// stalling the requests behind it.
+pub const MAX_RECORDS_PER_FLUSH: usize = 500;
+
 /// Stat deltas accumulated between ticks (the glue applies them with
 /// `increment_metric`, so the request path makes no stat hostcall).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -175,7 +180,8 @@ impl Shipper {
                 || now_ms.saturating_sub(self.last_flush_ms) >= self.flush_interval_ms)
     }
 
-    /// Serialises every pending record (`line` makes one sealed event line)
+    /// Serialises pending records (`line` makes one sealed event line) —
+    /// all of them at shutdown, at most [`MAX_RECORDS_PER_FLUSH`] otherwise —
     /// and packs the lines into batches by count and bytes. `new_key` makes
     /// an idempotency key per batch.
     pub fn flush(
@@ -185,9 +191,19 @@ impl Shipper {
         mut new_key: impl FnMut() -> String,
     ) {
         self.last_flush_ms = now_ms;
+        let limit = if self.shutting_down {
+            usize::MAX
+        } else {
+            MAX_RECORDS_PER_FLUSH
+        };
         let mut body: Vec<u8> = Vec::new();
         let mut events = 0usize;
-        while let Some((record, size)) = self.pending.pop_front() {
+        let mut taken = 0usize;
+        while taken < limit {
+            let Some((record, size)) = self.pending.pop_front() else {
+                break;
+            };
+            taken += 1;
             self.pending_bytes = self.pending_bytes.saturating_sub(size);
             let mut l = line(record);
             l.push(b'\n');
@@ -435,6 +451,24 @@ mod tests {
         assert_eq!(s.batches[1].seq, 2);
         assert_eq!(s.buffered_events(), 3);
         assert_eq!(s.stats.captured, 3);
+    }
+
+    #[test]
+    fn a_burst_is_spread_over_ticks_but_shutdown_takes_everything() {
+        let c = cfg(r#"{"collector_cluster":"c","max_buffered_events":100000}"#);
+        let mut s = Shipper::new(&c, 0);
+        for i in 0..(MAX_RECORDS_PER_FLUSH + 250) {
+            s.admit(rec(&format!("/{i}")));
+        }
+        assert!(s.should_flush(1));
+        s.flush(1, line, keys());
+        assert_eq!(s.pending.len(), 250);
+        assert_eq!(s.batch_events, MAX_RECORDS_PER_FLUSH);
+        assert!(s.should_flush(2), "the rest is still over a batch");
+        s.begin_shutdown();
+        s.flush(2, line, keys());
+        assert!(s.pending.is_empty());
+        assert_eq!(s.buffered_events(), MAX_RECORDS_PER_FLUSH + 250);
     }
 
     #[test]

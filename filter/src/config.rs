@@ -635,9 +635,11 @@ impl Config {
             .any(|pattern| media_matches(pattern, &media))
     }
 
-    /// The tick period: often enough for count-triggered flushes and backoff.
+    /// The tick period: often enough for count-triggered flushes and
+    /// backoff, and short so that the events built on one tick stall the
+    /// worker thread only briefly (see [`crate::batch::MAX_RECORDS_PER_FLUSH`]).
     pub fn tick_period_ms(&self) -> u64 {
-        self.flush_interval_ms.clamp(1, 100)
+        self.flush_interval_ms.clamp(1, 20)
     }
 }
 
