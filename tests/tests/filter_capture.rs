@@ -608,3 +608,63 @@ async fn principal_is_the_mtls_peers_spiffe_id() -> anyhow::Result<()> {
     assert!(envoy.is_running());
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_calls_are_graded_by_their_grpc_status() -> anyhow::Result<()> {
+    // A gRPC server answering "trailers-only": HTTP 200 with grpc-status in the headers.
+    let grpc = FakeCollector::start(FakeBehaviour::Raw(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/grpc\r\ngrpc-status: 5\r\ngrpc-message: not found\r\ncontent-length: 0\r\n\r\n",
+    ))
+    .await?;
+    let collector = Collector::start(CollectorOptions::default()).await?;
+    let opts = options(grpc.port, collector.port, json!({}))?;
+    let mut envoy = start_envoy(&opts, &[]).await?;
+    let resp = http_client()
+        .post(envoy.url("/shop.Orders/Get"))
+        .header("content-type", "application/grpc")
+        .body(vec![0u8, 0, 0, 0, 0])
+        .send()
+        .await?;
+    assert_eq!(resp.status().as_u16(), 200);
+    grpc.set(FakeBehaviour::Raw(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/grpc+proto\r\ngrpc-status: 14\r\ncontent-length: 0\r\n\r\n",
+    ));
+    http_client()
+        .post(envoy.url("/shop.Orders/List"))
+        .header("content-type", "application/grpc")
+        .body(vec![0u8, 0, 0, 0, 0])
+        .send()
+        .await?;
+    grpc.set(FakeBehaviour::Raw(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/grpc\r\ngrpc-status: 0\r\ncontent-length: 0\r\n\r\n",
+    ));
+    http_client()
+        .post(envoy.url("/shop.Orders/Ok"))
+        .header("content-type", "application/grpc")
+        .body(vec![0u8, 0, 0, 0, 0])
+        .send()
+        .await?;
+    let events = collector.wait_for_events(3, WAIT).await?;
+    let grade = |path: &str| {
+        let e = events_at(&events, path)[0];
+        (
+            e["http"]["statuscode"].as_i64(),
+            e["action"]["status"].as_str().map(str::to_owned),
+            e["action"]["severity"].as_str().map(str::to_owned),
+        )
+    };
+    let g = |s: &str, v: &str| (Some(200), Some(s.to_owned()), Some(v.to_owned()));
+    assert_eq!(
+        grade("/shop.Orders/Get"),
+        g("FAILURE", "WARNING"),
+        "NOT_FOUND → 404"
+    );
+    assert_eq!(
+        grade("/shop.Orders/List"),
+        g("FAILURE", "ERROR"),
+        "UNAVAILABLE → 503"
+    );
+    assert_eq!(grade("/shop.Orders/Ok"), g("SUCCESS", "INFO"));
+    assert_healthy(&mut envoy);
+    Ok(())
+}

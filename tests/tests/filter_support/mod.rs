@@ -213,6 +213,8 @@ pub enum FakeBehaviour {
     Close,
     /// Read the request and never answer (the filter's call times out).
     Hang,
+    /// Answer with these exact bytes (a whole HTTP/1.1 response).
+    Raw(&'static str),
 }
 
 /// One request a [`FakeCollector`] saw.
@@ -330,6 +332,9 @@ async fn serve_fake(
         let b = behaviour.lock().map(|b| *b).unwrap_or(FakeBehaviour::Close);
         match b {
             FakeBehaviour::Close => return Ok(()),
+            FakeBehaviour::Raw(answer) => {
+                conn.write_all(answer.as_bytes()).await?;
+            }
             FakeBehaviour::Hang => {
                 tokio::time::sleep(Duration::from_secs(3600)).await;
                 return Ok(());
