@@ -7,6 +7,7 @@
 
 use crate::capture::{traceparent_trace_id, BodyCapture, RequestRecord};
 use crate::config::Config;
+use crate::line::Signer;
 use crate::redact::{form_decode, Redactor};
 use meshaudit_event::schema::{
     format_timestamp, http_status_for_grpc, new_uuid_v4, severity_for, status_for, HttpSection,
@@ -266,19 +267,19 @@ fn non_empty(s: &str) -> Option<String> {
     }
 }
 
-/// The sealed event as one NDJSON line (canonical JSON, no newline).
-pub fn sealed_line(event: &HttpEvent, cfg: &Config) -> Vec<u8> {
+/// The event signer of a configuration: the event key, and `event_key_id`
+/// (meshaudit-1 only: mobius's `Security` model has no keyid).
+pub fn signer(cfg: &Config) -> Signer {
     let key_id = match cfg.schema {
         Schema::Meshaudit1 => cfg.event_key_id.as_deref(),
-        // mobius's Security model has no keyid.
         Schema::Mobius1 => None,
     };
-    crate::line::sealed_line(
-        event,
-        cfg.schema,
-        cfg.event_key.as_ref().map(|k| k.bytes()),
-        key_id,
-    )
+    Signer::new(cfg.event_key.as_ref().map(|k| k.bytes()), key_id)
+}
+
+/// The sealed event as one NDJSON line (canonical JSON, no newline).
+pub fn sealed_line(event: &HttpEvent, cfg: &Config, signer: &Signer) -> Vec<u8> {
+    crate::line::sealed_line(event, cfg.schema, signer)
 }
 
 #[cfg(test)]
@@ -392,7 +393,7 @@ mod tests {
             br#"[1,2]"#,
         );
         let ev = build_event(rec, &c, &workload(), &Redactor::new(&c), [7; 16]);
-        let line = sealed_line(&ev, &c);
+        let line = sealed_line(&ev, &c, &signer(&c));
         let v = line_value(&line);
         assert_eq!(s(&v, &["schemaid"]), Some("meshaudit.http/v1"));
         assert_eq!(s(&v, &["specversion"]), Some("1.0"));
@@ -552,7 +553,7 @@ mod tests {
         );
         let rec = record(&c, b"", b"");
         let ev = build_event(rec.clone(), &c, &workload(), &Redactor::new(&c), [1; 16]);
-        let v = line_value(&sealed_line(&ev, &c));
+        let v = line_value(&sealed_line(&ev, &c, &signer(&c)));
         assert!(v.get("http").is_none());
         assert!(v.pointer(&["security", "keyid"]).is_none());
         assert!(v.get("schemaid").is_some());

@@ -16,8 +16,9 @@ use crate::capture::{
     RequestRecord, ResponseCapture,
 };
 use crate::config::{self, Config, ProcessEnv};
-use crate::event::{build_event, path_only, sealed_line, Workload};
+use crate::event::{build_event, path_only, sealed_line, signer, Workload};
 use crate::hostcalls as hc;
+use crate::line::Signer;
 use crate::redact::Redactor;
 use crate::rng::RandomPool;
 use meshaudit_event::schema::new_uuid_v4;
@@ -67,6 +68,7 @@ struct Filter {
 
 struct Plugin {
     cfg: Config,
+    signer: Signer,
     plan: HeaderPlan,
     redactor: Redactor,
     workload: Workload,
@@ -174,6 +176,7 @@ pub extern "C" fn proxy_on_configure(context_id: u32, size: usize) -> u32 {
         hc::log(hc::LOG_INFO, "meshaudit: disabled, passing traffic through");
     }
     let plugin = Plugin {
+        signer: signer(&cfg),
         plan: HeaderPlan::new(&cfg),
         redactor: Redactor::new(&cfg),
         source: workload.source(),
@@ -515,6 +518,7 @@ fn ship(p: &mut Plugin, now_ns: u64) {
     if p.shipper.should_flush(now_ms) {
         let Plugin {
             cfg,
+            signer,
             redactor,
             workload,
             shipper,
@@ -525,7 +529,11 @@ fn ship(p: &mut Plugin, now_ns: u64) {
             now_ms,
             |record| {
                 let random = rng.borrow_mut().bytes16(now_ns);
-                sealed_line(&build_event(record, cfg, workload, redactor, random), cfg)
+                sealed_line(
+                    &build_event(record, cfg, workload, redactor, random),
+                    cfg,
+                    signer,
+                )
             },
             || new_uuid_v4(rng.borrow_mut().bytes16(now_ns)),
         );
