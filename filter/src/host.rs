@@ -60,10 +60,32 @@ const STAT_NAMES: [&str; 11] = [
     "meshaudit_buffered_events",
 ];
 
+/// Context ids are small integers the host hands out: a multiplicative hash
+/// is enough (no attacker chooses them) and much cheaper than SipHash on the
+/// callbacks every request makes.
+#[derive(Default, Clone, Copy)]
+struct ContextIdHasher(u64);
+
+impl std::hash::Hasher for ContextIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u32(&mut self, id: u32) {
+        self.0 = u64::from(id).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type ContextMap<V> = HashMap<u32, V, std::hash::BuildHasherDefault<ContextIdHasher>>;
+
 #[derive(Default)]
 struct Filter {
-    plugins: HashMap<u32, Plugin>,
-    streams: HashMap<u32, Stream>,
+    plugins: ContextMap<Plugin>,
+    streams: ContextMap<Stream>,
 }
 
 struct Plugin {
