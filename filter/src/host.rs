@@ -598,9 +598,12 @@ fn pump(p: &mut Plugin, now_ns: u64) {
         p.shipper.dispatched(seq, token, now_ms, random);
     }
     publish_stats(p);
-    if p.shipper.shutting_down() && !p.done_called {
-        let expired = p.done_deadline_ns.is_some_and(|d| now_ns >= d);
-        if p.shipper.is_idle() || expired {
+    // Only once `on_done` has answered "not yet" (it set the deadline) does
+    // the host wait for `done()`.
+    if let (true, false, Some(deadline)) =
+        (p.shipper.shutting_down(), p.done_called, p.done_deadline_ns)
+    {
+        if p.shipper.is_idle() || now_ns >= deadline {
             p.done_called = true;
             hc::done();
         }
