@@ -11,6 +11,20 @@
 //! - `host` (wasm32 only): the thin proxy-wasm glue; nothing else touches the host.
 //!
 //! Everything but `host` is pure and unit-tested on the host.
+//!
+//! A panic would kill the VM and with it auditing: outside tests the filter's
+//! code may not `unwrap`, `expect` or `panic!` (enforced below), and slices
+//! are only indexed within bounds checked just before.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::todo,
+        clippy::unimplemented
+    )
+)]
 
 pub mod batch;
 pub mod capture;
