@@ -8,7 +8,8 @@
 //! record is queued. Events are built, redacted, hashed, signed and batched
 //! on the tick. With `capture_bodies`, request and response headers are read
 //! when they pass (the content type decides about the body), and body chunks
-//! are hashed and copied as they flow.
+//! are hashed and copied as they flow. Callbacks the filter has no use for
+//! (trailers, connections, queues) are not exported, so Envoy skips them.
 
 use crate::batch::{attempt_headers, Answer, Shipper};
 use crate::capture::{
@@ -356,11 +357,6 @@ pub extern "C" fn proxy_on_request_body(context_id: u32, size: usize, _eos: u32)
 }
 
 #[no_mangle]
-pub extern "C" fn proxy_on_request_trailers(_context_id: u32, _trailers: usize) -> u32 {
-    0
-}
-
-#[no_mangle]
 pub extern "C" fn proxy_on_response_headers(context_id: u32, _headers: usize, _eos: u32) -> u32 {
     with_stream(context_id, |p, s| {
         if s.bodies_sampled && s.audited == Some(true) {
@@ -382,11 +378,6 @@ pub extern "C" fn proxy_on_response_body(context_id: u32, size: usize, _eos: u32
             }
         }
     });
-    0
-}
-
-#[no_mangle]
-pub extern "C" fn proxy_on_response_trailers(_context_id: u32, _trailers: usize) -> u32 {
     0
 }
 
