@@ -92,17 +92,22 @@ impl Envoy {
         Ok(http_client().get(url).send().await?.text().await?)
     }
 
-    /// One stat's value from the admin `/stats?format=json` (name as Envoy prints it, e.g.
-    /// `meshaudit_events_captured`); `None` when Envoy does not have it.
+    /// One stat's value from the admin `/stats?format=json`, by the name `/stats/prometheus`
+    /// prints (e.g. `meshaudit_events_captured`; Envoy keeps wasm stats as `wasmcustom.NAME`);
+    /// `None` when Envoy does not have it.
     pub async fn stat(&self, name: &str) -> Result<Option<i64>> {
         let url = format!(
-            "http://127.0.0.1:{}/stats?format=json&filter=^{}$",
+            "http://127.0.0.1:{}/stats?format=json&filter=^(wasmcustom\\.)?{}$",
             self.admin_port, name
         );
         let v: serde_json::Value = http_client().get(url).send().await?.json().await?;
+        let wasm_name = format!("wasmcustom.{name}");
         Ok(v["stats"]
             .as_array()
-            .and_then(|a| a.iter().find(|s| s["name"] == name))
+            .and_then(|a| {
+                a.iter()
+                    .find(|s| s["name"] == name || s["name"] == wasm_name.as_str())
+            })
             .and_then(|s| s["value"].as_i64()))
     }
 

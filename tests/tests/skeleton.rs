@@ -128,6 +128,11 @@ async fn one_event_per_request_through_real_envoy() -> anyhow::Result<()> {
             "signed with the shared secret: {item}"
         );
     }
+    assert_eq!(
+        envoy.stat("meshaudit_events_captured").await?,
+        Some(cases.len() as i64),
+        "captured counter"
+    );
     assert!(envoy.is_running(), "Envoy survived");
     Ok(())
 }
