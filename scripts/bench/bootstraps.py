@@ -167,7 +167,9 @@ def variant_bootstrap(variant, ports, paths, collector_port):
                                               ["POD_NAME"])])
     if variant.startswith("probe:"):
         # The probe filter with the operations after the colon (see floor_probe.rs).
-        return bootstrap(lp, ap, [wasm_filter("floor_probe", paths["floor_probe"], variant[len("probe:"):])])
+        # The buffer filter keeps POST connections alive (see BUFFER); GET passes through it.
+        probe = wasm_filter("floor_probe", paths["floor_probe"], variant[len("probe:"):])
+        return bootstrap(lp, ap, [probe, BUFFER])
     if variant == "access_log":
         return bootstrap(lp, ap, access_log=file_access_log(paths["access_log"]))
     if variant in ("meshaudit", "meshaudit_sink", "meshaudit_bodies"):

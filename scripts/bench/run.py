@@ -375,30 +375,36 @@ class Bench:
             f"{self.results['soak']['rss_after_kib'] / 1024:.1f} MiB")
 
     # ---------- price of each building block (probe filter) ----------
-    # (label, probe configuration, operations per request): single operations are repeated
-    # 10 times per request so their price stands out of a shared machine's noise.
-    PROBES = (("(nothing)", "", 1),
-              ("clock read", "time,repeat=10", 10),
-              ("get_property", "one_property,repeat=10", 10),
-              ("6 get_property (on_log set)", "properties,repeat=10", 10),
-              ("request headers as pairs", "request_headers,repeat=10", 10),
-              ("response headers as pairs", "response_headers,repeat=10", 10),
-              ("SHA-256 of 800 B + HMAC", "hash,repeat=10", 10),
-              ("all of the above, once", "request_headers,response_headers,properties,time,hash", 1))
+    # (label, probe configuration, operations per request, wrk script): single operations are
+    # repeated 10 times per request so their price stands out of a shared machine's noise; each
+    # is compared with the probe doing nothing under the same load (GET or 4 KiB POST).
+    PROBES = (("(nothing)", "", 1, "get"),
+              ("clock read", "time,repeat=10", 10, "get"),
+              ("get_property", "one_property,repeat=10", 10, "get"),
+              ("6 get_property (on_log set)", "properties,repeat=10", 10, "get"),
+              ("request headers as pairs", "request_headers,repeat=10", 10, "get"),
+              ("response headers as pairs", "response_headers,repeat=10", 10, "get"),
+              ("SHA-256 of 800 B + HMAC", "hash,repeat=10", 10, "get"),
+              ("SHA-256 of 4 KiB", "hash_body,repeat=10", 10, "get"),
+              ("all of the above, once", "request_headers,response_headers,properties,time,hash", 1, "get"),
+              ("(nothing), 4 KiB POST", "", 1, "post"),
+              ("read the 4 KiB request body", "request_body,repeat=10", 10, "post"))
 
     def hostcalls_phase(self):
         """Envoy CPU per request of the probe filter doing one kind of operation, minus the probe
         doing nothing, per operation: what each hostcall (or the hashing) costs inside Envoy's V8."""
-        probes = self.PROBES if not self.o["smoke"] else (self.PROBES[0], self.PROBES[-1])
+        probes = self.PROBES if not self.o["smoke"] else (self.PROBES[0], self.PROBES[8], self.PROBES[9],
+                                                          self.PROBES[10])
         envoys = {label: self.start_envoy(f"probe:{cfg}", None, name=f"probe-{i}")
-                  for i, (label, cfg, _) in enumerate(probes)}
-        rounds = {label: [] for label, _, _ in probes}
+                  for i, (label, cfg, _, _) in enumerate(probes)}
+        scripts = {label: script for label, _, _, script in probes}
+        rounds = {label: [] for label, _, _, _ in probes}
         secs = max(1, self.o["round_s"] // 2)
         try:
             for _ in range(self.o["rounds"]):
                 for label, e in envoys.items():
                     c0 = cpu_seconds(e.pid)
-                    w = self.wrk(e.url, "get", secs)
+                    w = self.wrk(e.url, scripts[label], secs)
                     c1 = cpu_seconds(e.pid)
                     if w["requests"] == 0 or w["errors_status"]:
                         raise BenchError(f"probe {label!r}: wrk completed {w['requests']} requests, "
@@ -407,11 +413,11 @@ class Bench:
         finally:
             for e in envoys.values():
                 self.stop(e)
-        base = report.median(rounds["(nothing)"])
+        base = {"get": report.median(rounds["(nothing)"]), "post": report.median(rounds["(nothing), 4 KiB POST"])}
         self.results["hostcalls"] = {
-            label: {"cpu_us_per_req": report.median(rounds[label]), "ops_per_req": n,
-                    "us_per_op": (report.median(rounds[label]) - base) / n}
-            for label, _, n in probes}
+            label: {"cpu_us_per_req": report.median(rounds[label]), "ops_per_req": n, "load": script,
+                    "us_per_op": (report.median(rounds[label]) - base[script]) / n}
+            for label, _, n, script in probes}
         log("probe costs: " + ", ".join(f"{k} {v['us_per_op']:+.2f} µs" for k, v in self.results["hostcalls"].items()))
 
     # ---------- where the time goes (optional: --only profile) ----------

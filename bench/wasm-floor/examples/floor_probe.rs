@@ -7,6 +7,8 @@
 //! - `time`: one clock read.
 //! - `hash`: SHA-256 of an 800-byte buffer and an HMAC-SHA256 of the hex digest (an event's
 //!   hash and signature).
+//! - `request_body`: the request body chunk read from Envoy (one `get_buffer` per chunk).
+//! - `hash_body`: SHA-256 of 4 KiB (a captured body's evidence hash).
 //!
 //! `repeat=N` does each named operation N times per request, so that its price stands out of the
 //! noise of a shared machine (the harness divides by N).
@@ -31,6 +33,8 @@ struct Ops {
     one_property: bool,
     time: bool,
     hash: bool,
+    request_body: bool,
+    hash_body: bool,
     repeat: usize,
 }
 
@@ -48,6 +52,8 @@ impl Ops {
                 "one_property" => ops.one_property = true,
                 "time" => ops.time = true,
                 "hash" => ops.hash = true,
+                "request_body" => ops.request_body = true,
+                "hash_body" => ops.hash_body = true,
                 other => {
                     if let Some(n) = other.strip_prefix("repeat=").and_then(|n| n.parse().ok()) {
                         ops.repeat = n;
@@ -109,6 +115,19 @@ impl HttpContext for ProbeHttp {
         Action::Continue
     }
 
+    fn on_http_request_body(&mut self, body_size: usize, _end_of_stream: bool) -> Action {
+        if self.ops.request_body && body_size > 0 {
+            for _ in 0..self.ops.repeat {
+                self.sink += hostcalls::get_buffer(proxy_wasm::types::BufferType::HttpRequestBody, 0, body_size)
+                    .ok()
+                    .flatten()
+                    .map(|b| b.len())
+                    .unwrap_or(0);
+            }
+        }
+        Action::Continue
+    }
+
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         for _ in 0..self.ops.repeat {
             if self.ops.response_headers {
@@ -143,6 +162,13 @@ impl ProbeHttp {
         }
         if self.ops.one_property {
             self.sink += hostcalls::get_property(vec!["request", "protocol"]).ok().flatten().map(|v| v.len()).unwrap_or(0);
+        }
+        if self.ops.hash_body {
+            let mut body = [0u8; 4096];
+            for (i, b) in body.iter_mut().enumerate() {
+                *b = (i as u8).wrapping_add(self.sink as u8);
+            }
+            self.sink += Sha256::digest(body)[0] as usize;
         }
         if self.ops.hash {
             let mut event = [0u8; 800];
