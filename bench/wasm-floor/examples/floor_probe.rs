@@ -73,10 +73,14 @@ impl Context for ProbeRoot {}
 
 impl RootContext for ProbeRoot {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let config = hostcalls::get_buffer(proxy_wasm::types::BufferType::PluginConfiguration, 0, usize::MAX)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
+        let config = hostcalls::get_buffer(
+            proxy_wasm::types::BufferType::PluginConfiguration,
+            0,
+            usize::MAX,
+        )
+        .ok()
+        .flatten()
+        .unwrap_or_default();
         self.ops = Rc::new(Ops::parse(&config));
         true
     }
@@ -86,7 +90,10 @@ impl RootContext for ProbeRoot {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(ProbeHttp { ops: self.ops.clone(), sink: 0 }))
+        Some(Box::new(ProbeHttp {
+            ops: self.ops.clone(),
+            sink: 0,
+        }))
     }
 }
 
@@ -118,11 +125,15 @@ impl HttpContext for ProbeHttp {
     fn on_http_request_body(&mut self, body_size: usize, _end_of_stream: bool) -> Action {
         if self.ops.request_body && body_size > 0 {
             for _ in 0..self.ops.repeat {
-                self.sink += hostcalls::get_buffer(proxy_wasm::types::BufferType::HttpRequestBody, 0, body_size)
-                    .ok()
-                    .flatten()
-                    .map(|b| b.len())
-                    .unwrap_or(0);
+                self.sink += hostcalls::get_buffer(
+                    proxy_wasm::types::BufferType::HttpRequestBody,
+                    0,
+                    body_size,
+                )
+                .ok()
+                .flatten()
+                .map(|b| b.len())
+                .unwrap_or(0);
             }
         }
         Action::Continue
@@ -131,7 +142,9 @@ impl HttpContext for ProbeHttp {
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         for _ in 0..self.ops.repeat {
             if self.ops.response_headers {
-                self.sink += hostcalls::get_map_bytes(MapType::HttpResponseHeaders).map(|m| m.len()).unwrap_or(0);
+                self.sink += hostcalls::get_map_bytes(MapType::HttpResponseHeaders)
+                    .map(|m| m.len())
+                    .unwrap_or(0);
             }
         }
         Action::Continue
@@ -147,21 +160,34 @@ impl HttpContext for ProbeHttp {
 impl ProbeHttp {
     fn request_headers_ops(&mut self) {
         if self.ops.request_headers {
-            self.sink += hostcalls::get_map_bytes(MapType::HttpRequestHeaders).map(|m| m.len()).unwrap_or(0);
+            self.sink += hostcalls::get_map_bytes(MapType::HttpRequestHeaders)
+                .map(|m| m.len())
+                .unwrap_or(0);
         }
         if self.ops.time {
-            self.sink += hostcalls::get_current_time().map(|t| t.elapsed().map(|d| d.as_nanos() as usize).unwrap_or(0)).unwrap_or(0) & 1;
+            self.sink += hostcalls::get_current_time()
+                .map(|t| t.elapsed().map(|d| d.as_nanos() as usize).unwrap_or(0))
+                .unwrap_or(0)
+                & 1;
         }
     }
 
     fn log_ops(&mut self) {
         if self.ops.properties {
             for path in PROPERTIES {
-                self.sink += hostcalls::get_property(path.to_vec()).ok().flatten().map(|v| v.len()).unwrap_or(0);
+                self.sink += hostcalls::get_property(path.to_vec())
+                    .ok()
+                    .flatten()
+                    .map(|v| v.len())
+                    .unwrap_or(0);
             }
         }
         if self.ops.one_property {
-            self.sink += hostcalls::get_property(vec!["request", "protocol"]).ok().flatten().map(|v| v.len()).unwrap_or(0);
+            self.sink += hostcalls::get_property(vec!["request", "protocol"])
+                .ok()
+                .flatten()
+                .map(|v| v.len())
+                .unwrap_or(0);
         }
         if self.ops.hash_body {
             let mut body = [0u8; 4096];
