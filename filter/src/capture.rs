@@ -421,7 +421,7 @@ pub fn body_capture_for(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::parse;
     use std::collections::BTreeMap;

@@ -300,21 +300,7 @@ mod tests {
         }
     }
 
-    fn serialize(pairs: &[(&str, &[u8])]) -> Vec<u8> {
-        let mut out = Vec::new();
-        out.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
-        for (k, v) in pairs {
-            out.extend_from_slice(&(k.len() as u32).to_le_bytes());
-            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
-        }
-        for (k, v) in pairs {
-            out.extend_from_slice(k.as_bytes());
-            out.push(0);
-            out.extend_from_slice(v);
-            out.push(0);
-        }
-        out
-    }
+    use crate::capture::tests::serialize;
 
     fn record(c: &Config, body: &[u8], resp_body: &[u8]) -> RequestRecord {
         let plan = HeaderPlan::new(c);
