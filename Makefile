@@ -8,12 +8,13 @@ export MESHAUDIT_WASM ?= $(abspath dist/meshaudit_filter.wasm)
 export MESHAUDIT_COLLECTOR_BIN ?= $(abspath target/release/meshaudit-collector)
 export PATH := $(abspath $(VENV)/bin):$(PATH)
 
-.PHONY: help setup build wasm test lint unit e2e validate demo bench clean
+.PHONY: help setup build wasm test lint unit e2e validate demo bench clean release
 
 help:
 	@echo "make demo   - set up, build and run collector + Envoy + filter + upstream with sample traffic"
 	@echo "make test   - fmt, clippy, unit, integration, end-to-end (real Envoy) and manifest tests"
 	@echo "make bench  - benchmarks (see docs/BENCHMARKS.md)"
+	@echo "make release VERSION=x.y.z [REGISTRY=host/path] - images, SBOMs and k8s/release/ (docs/deploy.md)"
 
 setup:
 	@bash scripts/setup.sh
@@ -41,6 +42,10 @@ test: setup build wasm lint
 	cargo test --workspace -- --test-threads=2
 	$(VENV)/bin/python tests/manifests/validate.py
 	bash scripts/bench.sh --smoke
+
+# VERSION, REGISTRY, WASM_URL, RELEASE_BASE reach scripts/release.sh through the environment.
+release: build wasm
+	@bash scripts/release.sh
 
 demo: build wasm
 	@bash scripts/demo.sh
