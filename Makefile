@@ -41,6 +41,7 @@ validate: setup build wasm
 test: setup build wasm lint
 	cargo test --workspace -- --test-threads=2
 	$(VENV)/bin/python tests/manifests/validate.py
+	$(VENV)/bin/python tests/manifests/release_check.py
 	bash scripts/bench.sh --smoke
 
 # VERSION, REGISTRY, WASM_URL, RELEASE_BASE reach scripts/release.sh through the environment.

