@@ -140,6 +140,9 @@ def build(args: argparse.Namespace) -> dict:
 
     summary = {
         "version": version, "revision": revision, "created": created, "source": source,
+        # Uncommitted changes when it was built: the revision label then names the base commit only.
+        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "dist": os.path.relpath(args.out, Path.cwd()),
         "collector": {"archive": collector_tar.name, "image": f"{collector_repo}:{version}",
                       "digest": collector.digest, "architecture": arch,
                       "libraries": [l.path for l in libs], "sbom": c_sbom_path.name},
@@ -164,6 +167,12 @@ def main(argv: list[str]) -> int:
     print(f"  filter     {f['archive']}  {f['digest']}  -> {f['image']}")
     print(f"  module     {f['wasm']}  sha256 {f['wasm_sha256']}")
     print(f"  overlay    {summary['overlay']['path']}  url {summary['overlay']['wasm_url']}")
+    if summary["dirty"]:
+        print("  note: the work tree had uncommitted changes; the revision label names HEAD only")
+    print("publish (docs/deploy.md step 2):")
+    for name in ("collector", "filter"):
+        archive = Path(summary["dist"]) / summary[name]["archive"]
+        print(f"  skopeo copy oci-archive:{archive} docker://{summary[name]['image']}")
     return 0
 
 
