@@ -6,6 +6,8 @@
 //!   `json.dumps(v, sort_keys=True, separators=(",", ":"))`.
 //! - [`prune`]: mobius `prune_empty`.
 //! - [`integrity`]: event hash, event signature, batch signature, timestamp window.
+//! - [`line`]: the one-pass sealed-line writer and the keyed-once signer (the
+//!   single producer of event lines; `to_value` + `seal` are its test oracle).
 //! - [`schema`]: the `meshaudit.http/v1` event, its `meshaudit-1` and `mobius-1`
 //!   wire shapes, and the small pure helpers that fill it (status mapping,
 //!   timestamps, UUIDs).
@@ -16,6 +18,7 @@
 
 pub mod canonical;
 pub mod integrity;
+pub mod line;
 pub mod prune;
 pub mod schema;
 pub mod value;
@@ -23,4 +26,4 @@ mod value_serde;
 
 pub use canonical::{canonical, write_canonical};
 pub use schema::{HttpEvent, Schema, SCHEMA_ID, SPEC_VERSION};
-pub use value::{parse, Map, Number, ParseError, Value};
+pub use value::{parse, parse_with_depth, Map, Number, ParseError, Value};

@@ -1,17 +1,21 @@
-//! The sealed NDJSON line of an [`HttpEvent`], written in one pass.
+//! The one producer of an [`HttpEvent`]'s sealed NDJSON line, written in one
+//! pass into the caller's buffer (the filter's batch body).
 //!
-//! The bytes are exactly `canonical(seal(prune(event.to_value(schema))))`
-//! (the tests hold this against the event crate for random events), but no
+//! The bytes are exactly `canonical(seal(prune(event.to_value(schema))))`:
+//! `to_value` + [`crate::integrity::seal`] stay as the oracle, and the tests
+//! hold this writer against them byte for byte for random events. No
 //! intermediate map is built: the event's members are known, so they are
-//! written in sorted order straight from the struct, with the event crate's
-//! string and value writers; the hash runs over the same bytes while they are
-//! written, and `security` is spliced into its sorted place. This is the
-//! filter's per-event cost on the tick, so it matters.
+//! written in sorted order straight from the struct; the hash runs over the
+//! members before `security` as they stand in the buffer and over the few
+//! members after it, which are written to a reused scratch buffer first and
+//! copied behind `security`. The event is hashed once: the raw hash is
+//! returned for the batch digest (SPEC §10). This is the filter's per-event
+//! cost on the tick, so it matters.
 
+use crate::canonical::{write_canonical, write_string};
+use crate::schema::{HttpEvent, HttpSection};
+use crate::{Map, Schema, Value};
 use hmac::{Hmac, Mac};
-use meshaudit_event::canonical::{write_canonical, write_string};
-use meshaudit_event::schema::{HttpEvent, HttpSection};
-use meshaudit_event::{Map, Schema, Value};
 use sha2::{Digest, Sha256};
 
 /// Writes `{"k":v,...}` members, tracking commas.
@@ -45,7 +49,7 @@ impl<'a> Obj<'a> {
 
     fn num(&mut self, k: &str, v: u64) {
         self.key(k);
-        self.out.extend_from_slice(v.to_string().as_bytes());
+        write_u64(v, self.out);
     }
 
     fn opt_num(&mut self, k: &str, v: Option<u64>) {
@@ -102,7 +106,7 @@ impl<'a> Obj<'a> {
                 let mut m = Map::new();
                 m.insert("_value".into(), other.clone());
                 let mut wrapped = Value::Object(m);
-                meshaudit_event::prune::prune(&mut wrapped);
+                crate::prune::prune(&mut wrapped);
                 if wrapped.as_object().is_some_and(|m| !m.is_empty()) {
                     self.key(k);
                     write_canonical(&wrapped, self.out);
@@ -124,7 +128,7 @@ impl<'a> Obj<'a> {
                     }
                     other => {
                         let mut v = other.clone();
-                        meshaudit_event::prune::prune(&mut v);
+                        crate::prune::prune(&mut v);
                         let empty = match &v {
                             Value::Null => true,
                             Value::Array(a) => a.is_empty(),
@@ -254,22 +258,53 @@ fn write_tail(o: &mut Obj<'_>, e: &HttpEvent, full: bool) {
     o.str("transactionid", &e.transactionid);
 }
 
-/// Lowercase hex of a digest (a table lookup per nibble: `hex::encode` walks
-/// a char iterator, which showed up in profiles).
-fn lower_hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = Vec::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)]);
-        out.push(DIGITS[usize::from(b & 0x0f)]);
+/// Decimal digits of `v` without the formatting machinery.
+pub fn write_u64(mut v: u64, out: &mut Vec<u8>) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
     }
+    out.extend_from_slice(&digits[i..]);
+}
+
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+/// Appends the lowercase hex of `bytes` (a table lookup per nibble).
+pub fn push_hex(bytes: &[u8], out: &mut Vec<u8>) {
+    for &b in bytes {
+        out.push(HEX_DIGITS[usize::from(b >> 4)]);
+        out.push(HEX_DIGITS[usize::from(b & 0x0f)]);
+    }
+}
+
+/// Lowercase hex of a digest into a fixed buffer.
+fn hex32(bytes: &[u8; 32]) -> [u8; 64] {
+    let mut out = [0u8; 64];
+    for (i, &b) in bytes.iter().enumerate() {
+        out[2 * i] = HEX_DIGITS[usize::from(b >> 4)];
+        out[2 * i + 1] = HEX_DIGITS[usize::from(b & 0x0f)];
+    }
+    out
+}
+
+/// Lowercase hex of a digest as a `String`.
+pub fn lower_hex(bytes: &[u8]) -> String {
+    let mut out = Vec::with_capacity(bytes.len() * 2);
+    push_hex(bytes, &mut out);
     // Only ASCII digits were pushed.
     String::from_utf8(out).unwrap_or_default()
 }
 
-/// The event key, keyed once per VM: every signature then starts from the
-/// HMAC state after the key blocks (mobius `sign`: HMAC-SHA256 of the hash's
-/// hex text), which saves two SHA-256 blocks per event.
+/// The event key, keyed once: every signature then starts from the HMAC
+/// state after the key blocks (mobius `sign`: HMAC-SHA256 of the hash's hex
+/// text, as [`crate::integrity::sign_hash`]), which saves two SHA-256 blocks
+/// per event.
 #[derive(Clone)]
 pub struct Signer {
     mac: Option<Hmac<Sha256>>,
@@ -289,10 +324,20 @@ impl Signer {
         Signer { mac, key_id }
     }
 
-    fn sign(&self, hash_hex: &str) -> Option<String> {
+    /// The raw HMAC of the hex hash, when there is a key.
+    pub fn sign_raw(&self, hash_hex: &[u8]) -> Option<[u8; 32]> {
         let mut mac = self.mac.clone()?;
-        mac.update(hash_hex.as_bytes());
-        Some(lower_hex(&mac.finalize().into_bytes()))
+        mac.update(hash_hex);
+        Some(mac.finalize().into_bytes().into())
+    }
+
+    /// `hex(HMAC-SHA256(key, hash_hex))`, when there is a key.
+    pub fn sign(&self, hash_hex: &str) -> Option<String> {
+        self.sign_raw(hash_hex.as_bytes()).map(|s| lower_hex(&s))
+    }
+
+    pub fn key_id(&self) -> Option<&str> {
+        self.key_id.as_deref()
     }
 }
 
@@ -305,67 +350,93 @@ impl std::fmt::Debug for Signer {
     }
 }
 
-/// The sealed line: canonical JSON of the pruned event in `schema`, with
-/// `security` = {hash, signature (when the signer has a key), keyid (with a
-/// signature)}.
-pub fn sealed_line(e: &HttpEvent, schema: Schema, signer: &Signer) -> Vec<u8> {
-    let full = schema == Schema::Meshaudit1;
-    let mut head = Vec::with_capacity(1024);
-    let head_empty = {
-        let mut o = Obj::open(&mut head);
-        write_head(&mut o, e, full);
-        o.empty
-    };
-    let mut tail = Vec::with_capacity(256);
-    let tail_empty = {
-        let mut o = Obj::open(&mut tail);
-        write_tail(&mut o, e, full);
-        o.empty
-    };
-    // head = "{" + members, tail = "{" + members: the hash input is
-    // "{" head-members ["," tail-members] "}".
-    let mut hasher = Sha256::new();
-    hasher.update(&head);
-    if !tail_empty {
-        if !head_empty {
-            hasher.update(b",");
-        }
-        hasher.update(&tail[1..]);
-    }
-    hasher.update(b"}");
-    let hash = lower_hex(&hasher.finalize());
+/// The sealed-line writer: a [`Signer`] and the scratch buffer it reuses.
+#[derive(Debug, Clone)]
+pub struct LineEncoder {
+    signer: Signer,
+    tail: Vec<u8>,
+}
 
-    let mut line = head;
-    if !head_empty {
-        line.push(b',');
-    }
-    write_string("security", &mut line);
-    line.push(b':');
-    let mut sec = Obj::open(&mut line);
-    sec.key("hash");
-    write_string(&hash, sec.out);
-    if let Some(signature) = signer.sign(&hash) {
-        if let Some(id) = &signer.key_id {
-            sec.key("keyid");
-            write_string(id, sec.out);
+impl LineEncoder {
+    pub fn new(signer: Signer) -> Self {
+        LineEncoder {
+            signer,
+            tail: Vec::with_capacity(512),
         }
-        sec.key("signature");
-        write_string(&signature, sec.out);
     }
-    line.push(b'}');
-    if !tail_empty {
-        line.push(b',');
-        line.extend_from_slice(&tail[1..]);
+
+    pub fn signer(&self) -> &Signer {
+        &self.signer
     }
-    line.push(b'}');
-    line
+
+    /// Appends the sealed line of `e` (canonical JSON of the pruned event in
+    /// `schema` with `security` = {hash, signature (with a key), keyid (with
+    /// a signature)}; no newline) to `out` and returns the raw event hash.
+    pub fn write_line(&mut self, e: &HttpEvent, schema: Schema, out: &mut Vec<u8>) -> [u8; 32] {
+        let full = schema == Schema::Meshaudit1;
+        let start = out.len();
+        let head_empty = {
+            let mut o = Obj::open(out);
+            write_head(&mut o, e, full);
+            o.empty
+        };
+        self.tail.clear();
+        let tail_empty = {
+            let mut o = Obj::open(&mut self.tail);
+            write_tail(&mut o, e, full);
+            o.empty
+        };
+        // head = "{" + members (in `out`), tail = "{" + members: the hash
+        // input is "{" head-members ["," tail-members] "}".
+        let mut hasher = Sha256::new();
+        hasher.update(&out[start..]);
+        if !tail_empty {
+            if !head_empty {
+                hasher.update(b",");
+            }
+            hasher.update(&self.tail[1..]);
+        }
+        hasher.update(b"}");
+        let hash: [u8; 32] = hasher.finalize().into();
+        let hash_hex = hex32(&hash);
+
+        if !head_empty {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"\"security\":{\"hash\":\"");
+        out.extend_from_slice(&hash_hex);
+        out.push(b'"');
+        if let Some(signature) = self.signer.sign_raw(&hash_hex) {
+            if let Some(id) = &self.signer.key_id {
+                out.extend_from_slice(b",\"keyid\":");
+                write_string(id, out);
+            }
+            out.extend_from_slice(b",\"signature\":\"");
+            out.extend_from_slice(&hex32(&signature));
+            out.push(b'"');
+        }
+        out.push(b'}');
+        if !tail_empty {
+            out.push(b',');
+            out.extend_from_slice(&self.tail[1..]);
+        }
+        out.push(b'}');
+        hash
+    }
+}
+
+/// The sealed line of `e` as its own buffer (tests, tools).
+pub fn sealed_line(e: &HttpEvent, schema: Schema, signer: &Signer) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1024);
+    LineEncoder::new(signer.clone()).write_line(e, schema, &mut out);
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use meshaudit_event::integrity::seal;
-    use meshaudit_event::{canonical, parse};
+    use crate::integrity::{seal, sign_hash};
+    use crate::{canonical, parse};
 
     /// The reference: the event crate's own path.
     fn reference(
@@ -427,7 +498,7 @@ mod tests {
                 return None;
             }
             let mut v = parse(text.as_bytes()).ok()?;
-            meshaudit_event::prune::prune(&mut v);
+            crate::prune::prune(&mut v);
             Some(v)
         }
         fn headers(&mut self) -> Map {
@@ -538,6 +609,42 @@ mod tests {
     fn lower_hex_matches_hex_encode() {
         let bytes: Vec<u8> = (0..=255).collect();
         assert_eq!(lower_hex(&bytes), hex::encode(&bytes));
+        let d = [0xa5u8; 32];
+        assert_eq!(hex32(&d).to_vec(), hex::encode(d).into_bytes());
+    }
+
+    #[test]
+    fn numbers_and_the_keyed_once_signer_match_the_reference() {
+        for v in [0u64, 7, 10, 99, 100, 12345, u64::MAX] {
+            let mut out = Vec::new();
+            write_u64(v, &mut out);
+            assert_eq!(out, v.to_string().into_bytes());
+        }
+        let s = Signer::new(Some(b"key"), None);
+        assert_eq!(s.sign("abc"), Some(sign_hash(b"key", "abc")));
+        assert_eq!(Signer::new(Some(b""), Some("k")).sign("abc"), None);
+    }
+
+    #[test]
+    fn lines_append_to_a_reused_buffer_and_return_the_hash() {
+        let mut g = Gen(7);
+        let mut enc = LineEncoder::new(Signer::new(Some(b"k"), Some("kid")));
+        let mut out = b"prefix\n".to_vec();
+        for _ in 0..50 {
+            let e = g.event();
+            let before = out.len();
+            let hash = enc.write_line(&e, Schema::Meshaudit1, &mut out);
+            let line = &out[before..];
+            let want = reference(&e, Schema::Meshaudit1, Some(b"k"), Some("kid"));
+            assert_eq!(line, &want[..]);
+            let parsed = parse(line).unwrap_or(Value::Null);
+            let claimed = parsed
+                .pointer(&["security", "hash"])
+                .and_then(Value::as_str);
+            assert_eq!(claimed, Some(hex::encode(hash).as_str()));
+            out.push(b'\n');
+        }
+        assert!(out.starts_with(b"prefix\n"));
     }
 
     #[test]

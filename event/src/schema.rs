@@ -394,12 +394,37 @@ pub fn format_timestamp(unix_micros: i64) -> String {
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400);
     let (y, mo, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}+00:00",
-        sod / 3600,
-        sod / 60 % 60,
-        sod % 60
-    )
+    // Fixed-width digits without the formatting machinery (this runs per
+    // event in the filter). Every value is non-negative here: the clamp
+    // keeps the year within 1..=9999.
+    let mut out = Vec::with_capacity(32);
+    push_digits(&mut out, y, 4);
+    out.push(b'-');
+    push_digits(&mut out, i64::from(mo), 2);
+    out.push(b'-');
+    push_digits(&mut out, i64::from(d), 2);
+    out.push(b'T');
+    push_digits(&mut out, sod / 3600, 2);
+    out.push(b':');
+    push_digits(&mut out, sod / 60 % 60, 2);
+    out.push(b':');
+    push_digits(&mut out, sod % 60, 2);
+    out.push(b'.');
+    push_digits(&mut out, micros, 6);
+    out.extend_from_slice(b"+00:00");
+    // Only ASCII was pushed.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// The last `width` decimal digits of `v` (≥ 0), zero-padded.
+fn push_digits(out: &mut Vec<u8>, v: i64, width: usize) {
+    let start = out.len();
+    out.resize(start + width, b'0');
+    let mut v = v.unsigned_abs();
+    for slot in out[start..].iter_mut().rev() {
+        *slot = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
 }
 
 /// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian
@@ -423,15 +448,18 @@ pub fn new_uuid_v4(random: [u8; 16]) -> String {
     let mut b = random;
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex::encode(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    let mut out = Vec::with_capacity(36);
+    for (i, part) in [&b[0..4], &b[4..6], &b[6..8], &b[8..10], &b[10..16]]
+        .into_iter()
+        .enumerate()
+    {
+        if i > 0 {
+            out.push(b'-');
+        }
+        crate::line::push_hex(part, &mut out);
+    }
+    // Only ASCII was pushed.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -151,7 +151,18 @@ impl fmt::Display for ParseErrorKind {
 
 /// Parses one JSON document (surrounding whitespace allowed).
 pub fn parse(input: &[u8]) -> Result<Value, ParseError> {
-    let mut p = Parser { s: input, i: 0 };
+    parse_with_depth(input, MAX_DEPTH)
+}
+
+/// [`parse`] with a lower nesting limit (at most [`MAX_DEPTH`]): a document
+/// that will be nested `k` levels deep inside another must stay within
+/// `MAX_DEPTH - k` for the whole to stay parseable.
+pub fn parse_with_depth(input: &[u8], max_depth: usize) -> Result<Value, ParseError> {
+    let mut p = Parser {
+        s: input,
+        i: 0,
+        max_depth: max_depth.min(MAX_DEPTH),
+    };
     p.skip_ws();
     let v = p.value(0)?;
     p.skip_ws();
@@ -164,6 +175,7 @@ pub fn parse(input: &[u8]) -> Result<Value, ParseError> {
 struct Parser<'a> {
     s: &'a [u8],
     i: usize,
+    max_depth: usize,
 }
 
 impl Parser<'_> {
@@ -211,7 +223,7 @@ impl Parser<'_> {
     }
 
     fn object(&mut self, depth: usize) -> Result<Value, ParseError> {
-        if depth > MAX_DEPTH {
+        if depth > self.max_depth {
             return Err(self.err(ParseErrorKind::TooDeep));
         }
         self.i += 1;
@@ -252,7 +264,7 @@ impl Parser<'_> {
     }
 
     fn array(&mut self, depth: usize) -> Result<Value, ParseError> {
-        if depth > MAX_DEPTH {
+        if depth > self.max_depth {
             return Err(self.err(ParseErrorKind::TooDeep));
         }
         self.i += 1;
@@ -483,6 +495,11 @@ mod tests {
         assert!(parse(ok.as_bytes()).is_ok());
         let deep = "[".repeat(129) + &"]".repeat(129);
         assert_eq!(kind(&deep), ParseErrorKind::TooDeep);
+        let nested = "{\"a\":".repeat(10) + "1" + &"}".repeat(10);
+        assert!(parse_with_depth(nested.as_bytes(), 10).is_ok());
+        assert!(parse_with_depth(nested.as_bytes(), 9).is_err());
+        // never more than MAX_DEPTH
+        assert!(parse_with_depth(deep.as_bytes(), usize::MAX).is_err());
     }
 
     #[test]

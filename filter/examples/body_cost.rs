@@ -4,8 +4,9 @@
 //! `cargo run --release -p meshaudit-filter --example body_cost`.
 use meshaudit_filter::capture::{body_capture_for, InflightBudget, RequestRecord};
 use meshaudit_filter::config::parse;
-use meshaudit_filter::event::{build_event, sealed_line, signer, Workload};
+use meshaudit_filter::event::{build_event, sealed_line, Workload};
 use meshaudit_filter::redact::Redactor;
+use meshaudit_filter::vm::signer;
 use std::collections::BTreeMap;
 use std::time::Instant;
 

@@ -3,13 +3,14 @@
 //! prune, hash, sign, serialise). `cargo run --release -p meshaudit-filter
 //! --example tick_cost`. Inside Envoy (V8) expect a few times these numbers,
 //! and SHA-256 without the CPU's SHA extensions.
+use meshaudit_event::line::Signer;
 use meshaudit_filter::capture::{
     parse_header_pairs, HeaderPlan, LogInfo, RequestRecord, ResponseCapture,
 };
 use meshaudit_filter::config::parse;
-use meshaudit_filter::event::{build_event, sealed_line, signer, Workload};
-use meshaudit_filter::line::Signer;
+use meshaudit_filter::event::{build_event, sealed_line, Workload};
 use meshaudit_filter::redact::Redactor;
+use meshaudit_filter::vm::signer;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -100,7 +101,7 @@ fn main() {
         seal += t.elapsed().as_secs_f64();
         let t = Instant::now();
         for e in &events {
-            let _ = meshaudit_filter::line::sealed_line(e, cfg.schema, &unsigned_signer);
+            let _ = meshaudit_event::line::sealed_line(e, cfg.schema, &unsigned_signer);
         }
         unsigned += t.elapsed().as_secs_f64();
     }

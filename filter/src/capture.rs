@@ -6,7 +6,7 @@
 //! it into an event (parsing bodies, redaction, hashing) happens later, on the
 //! tick ([`crate::event`]).
 
-use crate::config::Config;
+use crate::config::{Config, IdentityField};
 use sha2::{Digest, Sha256};
 
 /// Parses the proxy-wasm header map serialisation: `u32` count, then
@@ -60,19 +60,41 @@ fn append_joined(slot: &mut Option<String>, value: &[u8]) {
     }
 }
 
-/// Identity headers (SPEC §4, `header_map`).
+/// Identity headers (SPEC §4, `header_map`), one slot per [`IdentityField`],
+/// plus the W3C `traceparent` (the trace id when `x-b3-traceid` is absent).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Identity {
-    pub tenantid: Option<String>,
-    pub traceid: Option<String>,
-    pub transactionid: Option<String>,
-    pub requestid: Option<String>,
-    pub spanid: Option<String>,
-    pub parentservicespanid: Option<String>,
-    pub userid: Option<String>,
-    pub usertype: Option<String>,
-    pub groups: Option<String>,
+    values: [Option<String>; 9],
     pub traceparent: Option<String>,
+}
+
+impl Identity {
+    pub fn get(&self, field: IdentityField) -> Option<&str> {
+        self.values[field.index()].as_deref()
+    }
+
+    pub fn take(&mut self, field: IdentityField) -> Option<String> {
+        self.values[field.index()].take()
+    }
+
+    fn slot(&mut self, field: IdentityField) -> &mut Option<String> {
+        &mut self.values[field.index()]
+    }
+
+    fn bytes(&self) -> usize {
+        self.values
+            .iter()
+            .chain(std::iter::once(&self.traceparent))
+            .map(|v| v.as_ref().map_or(0, String::len))
+            .sum()
+    }
+}
+
+/// Where a request header goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IdentitySlot {
+    Field(IdentityField),
+    TraceParent,
 }
 
 /// The trace id of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`).
@@ -239,20 +261,11 @@ impl RequestRecord {
         let s = |o: &Option<String>| o.as_ref().map_or(0, String::len);
         let headers =
             |h: &[(String, String)]| h.iter().map(|(k, v)| k.len() + v.len() + 8).sum::<usize>();
-        let id = &r.identity;
         512 + r.method.len()
             + r.scheme.len()
             + r.authority.len()
             + r.path.len() * 2
-            + s(&id.tenantid)
-            + s(&id.traceid)
-            + s(&id.transactionid)
-            + s(&id.requestid)
-            + s(&id.spanid)
-            + s(&id.parentservicespanid)
-            + s(&id.userid)
-            + s(&id.usertype)
-            + s(&id.groups)
+            + r.identity.bytes()
             + s(&r.user_agent)
             + headers(&r.headers)
             + headers(&self.response.headers)
@@ -267,31 +280,22 @@ impl RequestRecord {
 /// The header names one VM looks for, prepared once from the config.
 #[derive(Debug, Clone)]
 pub struct HeaderPlan {
-    identity: Vec<(&'static str, String)>,
+    identity: Vec<(IdentitySlot, String)>,
     include_request: Vec<String>,
     include_response: Vec<String>,
 }
 
 impl HeaderPlan {
     pub fn new(cfg: &Config) -> Self {
-        let m = &cfg.header_map;
-        let mut identity = Vec::new();
-        for (field, name) in [
-            ("tenantid", &m.tenantid),
-            ("traceid", &m.traceid),
-            ("transactionid", &m.transactionid),
-            ("requestid", &m.requestid),
-            ("spanid", &m.spanid),
-            ("parentservicespanid", &m.parentservicespanid),
-            ("userid", &m.userid),
-            ("type", &m.usertype),
-            ("groups", &m.groups),
-        ] {
-            if let Some(name) = name {
-                identity.push((field, name.clone()));
-            }
-        }
-        identity.push(("traceparent", "traceparent".to_owned()));
+        let mut identity: Vec<(IdentitySlot, String)> = IdentityField::ALL
+            .into_iter()
+            .filter_map(|f| {
+                cfg.header_map
+                    .get(f)
+                    .map(|name| (IdentitySlot::Field(f), name.to_owned()))
+            })
+            .collect();
+        identity.push((IdentitySlot::TraceParent, "traceparent".to_owned()));
         HeaderPlan {
             identity,
             include_request: cfg.include_request_headers.clone(),
@@ -317,19 +321,11 @@ impl HeaderPlan {
                 b"content-encoding" => append_joined(&mut r.content_encoding, value),
                 _ => {}
             }
-            for (field, header) in &self.identity {
+            for (slot, header) in &self.identity {
                 if header.as_bytes() == name {
-                    let slot = match *field {
-                        "tenantid" => &mut r.identity.tenantid,
-                        "traceid" => &mut r.identity.traceid,
-                        "transactionid" => &mut r.identity.transactionid,
-                        "requestid" => &mut r.identity.requestid,
-                        "spanid" => &mut r.identity.spanid,
-                        "parentservicespanid" => &mut r.identity.parentservicespanid,
-                        "userid" => &mut r.identity.userid,
-                        "type" => &mut r.identity.usertype,
-                        "groups" => &mut r.identity.groups,
-                        _ => &mut r.identity.traceparent,
+                    let slot = match *slot {
+                        IdentitySlot::Field(f) => r.identity.slot(f),
+                        IdentitySlot::TraceParent => &mut r.identity.traceparent,
                     };
                     append_joined(slot, value);
                 }
@@ -490,10 +486,10 @@ pub(crate) mod tests {
         let r = plan.request(&parse_header_pairs(&buf), 5);
         assert_eq!(r.method, "POST");
         assert_eq!(r.path, "/orders/7?x=1");
-        assert_eq!(r.identity.tenantid.as_deref(), Some("t1"));
-        assert_eq!(r.identity.userid.as_deref(), Some("u1"));
-        assert_eq!(r.identity.usertype.as_deref(), Some("human"));
-        assert_eq!(r.identity.requestid.as_deref(), Some("rid"));
+        assert_eq!(r.identity.get(IdentityField::TenantId), Some("t1"));
+        assert_eq!(r.identity.get(IdentityField::UserId), Some("u1"));
+        assert_eq!(r.identity.get(IdentityField::UserType), Some("human"));
+        assert_eq!(r.identity.get(IdentityField::RequestId), Some("rid"));
         assert_eq!(r.user_agent.as_deref(), Some("curl/8"));
         assert_eq!(
             r.headers,

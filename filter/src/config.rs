@@ -98,34 +98,105 @@ pub struct SubjectClaim {
     pub claim: String,
 }
 
-/// Event field → request header (all names lowercase).
+/// The identity fields a request header fills (SPEC §4, `header_map`): one
+/// name per field, spelled once here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IdentityField {
+    TenantId,
+    TraceId,
+    TransactionId,
+    RequestId,
+    SpanId,
+    ParentServiceSpanId,
+    UserId,
+    UserType,
+    Groups,
+}
+
+impl IdentityField {
+    pub const ALL: [IdentityField; 9] = [
+        IdentityField::TenantId,
+        IdentityField::TraceId,
+        IdentityField::TransactionId,
+        IdentityField::RequestId,
+        IdentityField::SpanId,
+        IdentityField::ParentServiceSpanId,
+        IdentityField::UserId,
+        IdentityField::UserType,
+        IdentityField::Groups,
+    ];
+
+    /// The key in `header_map` (the event field's name; `type` for the
+    /// subject's type).
+    pub fn config_name(self) -> &'static str {
+        match self {
+            IdentityField::TenantId => "tenantid",
+            IdentityField::TraceId => "traceid",
+            IdentityField::TransactionId => "transactionid",
+            IdentityField::RequestId => "requestid",
+            IdentityField::SpanId => "spanid",
+            IdentityField::ParentServiceSpanId => "parentservicespanid",
+            IdentityField::UserId => "userid",
+            IdentityField::UserType => "type",
+            IdentityField::Groups => "groups",
+        }
+    }
+
+    /// The default request header (lowercase), if any.
+    pub fn default_header(self) -> Option<&'static str> {
+        match self {
+            IdentityField::TenantId => Some("tenantid"),
+            IdentityField::TraceId => Some("x-b3-traceid"),
+            IdentityField::TransactionId => Some("x-transaction-id"),
+            IdentityField::RequestId => Some("x-request-id"),
+            IdentityField::SpanId => Some("x-b3-spanid"),
+            IdentityField::ParentServiceSpanId => Some("x-parent-service-span-id"),
+            IdentityField::UserId => Some("actionloguserid"),
+            IdentityField::UserType => Some("requestertype"),
+            IdentityField::Groups => None,
+        }
+    }
+
+    pub fn from_config_name(name: &str) -> Option<IdentityField> {
+        IdentityField::ALL
+            .into_iter()
+            .find(|f| f.config_name() == name)
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Event field → request header (all names lowercase; `None`: not captured).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HeaderMapping {
-    pub tenantid: Option<String>,
-    pub traceid: Option<String>,
-    pub transactionid: Option<String>,
-    pub requestid: Option<String>,
-    pub spanid: Option<String>,
-    pub parentservicespanid: Option<String>,
-    pub userid: Option<String>,
-    pub usertype: Option<String>,
-    pub groups: Option<String>,
+pub struct HeaderMapping([Option<String>; 9]);
+
+impl HeaderMapping {
+    pub fn get(&self, field: IdentityField) -> Option<&str> {
+        self.0[field.index()].as_deref()
+    }
+
+    pub fn set(&mut self, field: IdentityField, header: Option<String>) {
+        self.0[field.index()] = header;
+    }
 }
 
 impl Default for HeaderMapping {
     fn default() -> Self {
-        HeaderMapping {
-            tenantid: Some("tenantid".into()),
-            traceid: Some("x-b3-traceid".into()),
-            transactionid: Some("x-transaction-id".into()),
-            requestid: Some("x-request-id".into()),
-            spanid: Some("x-b3-spanid".into()),
-            parentservicespanid: Some("x-parent-service-span-id".into()),
-            userid: Some("actionloguserid".into()),
-            usertype: Some("requestertype".into()),
-            groups: None,
-        }
+        HeaderMapping(IdentityField::ALL.map(|f| f.default_header().map(str::to_owned)))
     }
+}
+
+/// What the batch HMAC (`X-Signature`) covers (SPEC §5, §10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignatureScheme {
+    /// `X-Signature-Scheme: digest`: `"{ts}." + hex(batch_digest)` over the
+    /// events' raw hashes, so event bytes are hashed once (the default).
+    Digest,
+    /// Seed 000's rule: `"{ts}." + the raw body` (for receivers that do not
+    /// know the digest scheme).
+    Body,
 }
 
 /// The validated configuration the filter runs with.
@@ -148,6 +219,11 @@ pub struct Config {
     pub retries: u32,
     pub backoff_ms: u64,
     pub max_backoff_ms: u64,
+    /// A batch failing with a retryable answer is retried for at least this
+    /// long after its first attempt (beyond `retries`) while the buffer has
+    /// room; 0 turns the window off.
+    pub max_retry_window_ms: u64,
+    pub signature_scheme: SignatureScheme,
     pub timeout_ms: u64,
     pub capture_bodies: bool,
     pub max_body_bytes: usize,
@@ -193,6 +269,8 @@ struct RawConfig {
     retries: Option<u32>,
     backoff_ms: Option<u64>,
     max_backoff_ms: Option<u64>,
+    max_retry_window_ms: Option<u64>,
+    signature_scheme: Option<String>,
     timeout_ms: Option<u64>,
     capture_bodies: Option<bool>,
     max_body_bytes: Option<u64>,
@@ -383,24 +461,14 @@ fn header_mapping(raw: Option<BTreeMap<String, String>>) -> Result<HeaderMapping
         } else {
             Some(header)
         };
-        let slot =
-            match field.as_str() {
-                "tenantid" => &mut mapping.tenantid,
-                "traceid" => &mut mapping.traceid,
-                "transactionid" => &mut mapping.transactionid,
-                "requestid" => &mut mapping.requestid,
-                "spanid" => &mut mapping.spanid,
-                "parentservicespanid" => &mut mapping.parentservicespanid,
-                "userid" => &mut mapping.userid,
-                "type" => &mut mapping.usertype,
-                "groups" => &mut mapping.groups,
-                other => return Err(err(
-                    &format!("header_map.{other}"),
-                    "unknown event field (tenantid, traceid, transactionid, requestid, spanid, \
-                     parentservicespanid, userid, type, groups)",
-                )),
-            };
-        *slot = value;
+        let Some(field) = IdentityField::from_config_name(&field) else {
+            let known: Vec<&str> = IdentityField::ALL.iter().map(|f| f.config_name()).collect();
+            return Err(err(
+                &format!("header_map.{field}"),
+                format!("unknown event field ({})", known.join(", ")),
+            ));
+        };
+        mapping.set(field, value);
     }
     Ok(mapping)
 }
@@ -485,6 +553,20 @@ fn build(raw: RawConfig, env: &dyn EnvSource) -> Result<Config, ConfigError> {
     if max_backoff_ms < backoff_ms {
         return Err(err("max_backoff_ms", "must be at least backoff_ms"));
     }
+    let max_retry_window_ms = match env_u64(env, "AUDIT_FORWARD_MAX_RETRY_WINDOW_MS")? {
+        Some(n) => n,
+        None => raw.max_retry_window_ms.unwrap_or(60_000),
+    };
+    let signature_scheme = match raw.signature_scheme.as_deref() {
+        None | Some("digest") => SignatureScheme::Digest,
+        Some("body") => SignatureScheme::Body,
+        Some(other) => {
+            return Err(err(
+                "signature_scheme",
+                format!("unknown scheme {other:?} (digest or body)"),
+            ))
+        }
+    };
     let timeout_ms = positive("timeout_ms", raw.timeout_ms, 5000)?;
     if timeout_ms > u64::from(u32::MAX) {
         return Err(err("timeout_ms", "too large"));
@@ -590,6 +672,8 @@ fn build(raw: RawConfig, env: &dyn EnvSource) -> Result<Config, ConfigError> {
         retries,
         backoff_ms,
         max_backoff_ms,
+        max_retry_window_ms,
+        signature_scheme,
         timeout_ms,
         capture_bodies: raw.capture_bodies.unwrap_or(false),
         max_body_bytes,
@@ -713,6 +797,8 @@ mod tests {
         assert_eq!(c.retries, 3);
         assert_eq!(c.backoff_ms, 100);
         assert_eq!(c.max_backoff_ms, 30_000);
+        assert_eq!(c.max_retry_window_ms, 60_000);
+        assert_eq!(c.signature_scheme, SignatureScheme::Digest);
         assert_eq!(c.timeout_ms, 5000);
         assert!(!c.capture_bodies);
         assert_eq!(c.max_body_bytes, 65_536);
@@ -720,7 +806,10 @@ mod tests {
         assert_eq!(c.schema, Schema::Meshaudit1);
         assert_eq!(c.redact_mode, RedactMode::Mask);
         assert!(c.redact_keys.contains(&"password".to_owned()));
-        assert_eq!(c.header_map.traceid.as_deref(), Some("x-b3-traceid"));
+        assert_eq!(
+            c.header_map.get(IdentityField::TraceId),
+            Some("x-b3-traceid")
+        );
         assert!(c.event_key.is_none());
     }
 
@@ -752,6 +841,10 @@ mod tests {
         assert_eq!(
             parse_err(r#"{"collector_cluster":"c","header_map":{"bogus":"x"}}"#).key,
             "header_map.bogus"
+        );
+        assert_eq!(
+            parse_err(r#"{"collector_cluster":"c","signature_scheme":"raw"}"#).key,
+            "signature_scheme"
         );
         assert_eq!(
             parse_err(r#"{"collector_cluster":"c","subject_claim":{"provider":"p"}}"#).key,

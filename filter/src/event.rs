@@ -3,16 +3,23 @@
 //! Runs on the tick, off the request path: bodies are parsed (mobius
 //! `_as_object`, form fields), everything is redacted, the event is pruned in
 //! the configured schema, hashed, signed with the event key and written as
-//! one canonical JSON line.
+//! one canonical JSON line straight into the batch body.
+//!
+//! The filter never writes a line the collector would refuse (issue 17): a
+//! body is parsed only within the depth that stays under the collector's 128
+//! levels once nested in the event (deeper bodies become `{"_raw": …}`); the
+//! parser refuses `NaN`, `Infinity` and numbers that overflow a double as the
+//! collector does; and a line larger than the collector accepts is written
+//! again with evidence-only bodies.
 
 use crate::capture::{traceparent_trace_id, BodyCapture, RequestRecord};
-use crate::config::Config;
-use crate::line::Signer;
+use crate::config::{Config, IdentityField};
 use crate::redact::{form_decode, Redactor};
+use meshaudit_event::line::{LineEncoder, Signer};
 use meshaudit_event::schema::{
     format_timestamp, http_status_for_grpc, new_uuid_v4, severity_for, status_for, HttpSection,
 };
-use meshaudit_event::{HttpEvent, Map, Schema, Value};
+use meshaudit_event::{HttpEvent, Map, Value};
 
 /// The workload this VM runs in (SPEC §4 `kubernetes`), fixed per VM.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -82,6 +89,12 @@ pub fn first_segment(path: &str) -> Option<&str> {
     path_only(path).split('/').find(|s| !s.is_empty())
 }
 
+/// The nesting a parsed body may have: the event is level 1, `eventdata` 2,
+/// the payload object 3 and a wrapped non-object (`{"_value": v}`) starts at
+/// 4, so a body of this depth keeps the whole event within the collector's
+/// [`meshaudit_event::value::MAX_DEPTH`].
+pub const MAX_PAYLOAD_DEPTH: usize = meshaudit_event::value::MAX_DEPTH - 3;
+
 /// mobius `_as_object` over the kept bytes, form bodies as objects; then
 /// redaction. `None` for an empty body.
 pub fn payload(body: &BodyCapture, redactor: &Redactor) -> Option<Value> {
@@ -92,7 +105,7 @@ pub fn payload(body: &BodyCapture, redactor: &Redactor) -> Option<Value> {
     let mut v = if body.media == "application/x-www-form-urlencoded" {
         form_object(&text)
     } else {
-        match meshaudit_event::parse(text.as_bytes()) {
+        match meshaudit_event::parse_with_depth(text.as_bytes(), MAX_PAYLOAD_DEPTH) {
             Ok(Value::Object(m)) => Value::Object(m),
             Ok(other) => {
                 let mut m = Map::new();
@@ -149,15 +162,17 @@ pub fn build_event(
         new_uuid_v4(random),
         format_timestamp((req.start_unix_ns / 1000) as i64),
     );
-    let id = std::mem::take(&mut req.identity);
-    e.tenantid = id.tenantid.or_else(|| cfg.tenant_id.clone());
+    let mut id = std::mem::take(&mut req.identity);
+    e.tenantid = id
+        .take(IdentityField::TenantId)
+        .or_else(|| cfg.tenant_id.clone());
     e.traceid = id
-        .traceid
+        .take(IdentityField::TraceId)
         .or_else(|| id.traceparent.as_deref().and_then(traceparent_trace_id));
-    e.transactionid = id.transactionid;
-    e.requestid = id.requestid;
-    e.spanid = id.spanid;
-    e.parentservicespanid = id.parentservicespanid;
+    e.transactionid = id.take(IdentityField::TransactionId);
+    e.requestid = id.take(IdentityField::RequestId);
+    e.spanid = id.take(IdentityField::SpanId);
+    e.parentservicespanid = id.take(IdentityField::ParentServiceSpanId);
     e.httpmethod = non_empty(&req.method);
     if !req.authority.is_empty() || !req.path.is_empty() {
         let scheme = if req.scheme.is_empty() {
@@ -172,11 +187,10 @@ pub fn build_event(
         ));
     }
 
-    e.subject.userid = log.jwt_subject.or(id.userid);
-    e.subject.type_ = id.usertype;
+    e.subject.userid = log.jwt_subject.or(id.take(IdentityField::UserId));
+    e.subject.type_ = id.take(IdentityField::UserType);
     e.subject.groups = id
-        .groups
-        .as_deref()
+        .get(IdentityField::Groups)
         .map(|g| {
             g.split(',')
                 .map(str::trim)
@@ -267,19 +281,40 @@ fn non_empty(s: &str) -> Option<String> {
     }
 }
 
-/// The event signer of a configuration: the event key, and `event_key_id`
-/// (meshaudit-1 only: mobius's `Security` model has no keyid).
-pub fn signer(cfg: &Config) -> Signer {
-    let key_id = match cfg.schema {
-        Schema::Meshaudit1 => cfg.event_key_id.as_deref(),
-        Schema::Mobius1 => None,
-    };
-    Signer::new(cfg.event_key.as_ref().map(|k| k.bytes()), key_id)
-}
-
 /// The sealed event as one NDJSON line (canonical JSON, no newline).
 pub fn sealed_line(event: &HttpEvent, cfg: &Config, signer: &Signer) -> Vec<u8> {
-    crate::line::sealed_line(event, cfg.schema, signer)
+    meshaudit_event::line::sealed_line(event, cfg.schema, signer)
+}
+
+/// Appends the sealed line of `event` to `out` and returns its raw hash; a
+/// line longer than `max_line` is written again without payloads (the
+/// evidence fields stay); `None` (nothing appended) when even that is too
+/// long.
+pub fn write_line(
+    mut event: HttpEvent,
+    schema: meshaudit_event::Schema,
+    encoder: &mut LineEncoder,
+    max_line: usize,
+    out: &mut Vec<u8>,
+) -> Option<[u8; 32]> {
+    let start = out.len();
+    let hash = encoder.write_line(&event, schema, out);
+    if out.len() - start <= max_line {
+        return Some(hash);
+    }
+    out.truncate(start);
+    let d = &mut event.eventdata;
+    if d.requestpayload.is_none() && d.responsepayload.is_none() {
+        return None;
+    }
+    d.requestpayload = None;
+    d.responsepayload = None;
+    let hash = encoder.write_line(&event, schema, out);
+    if out.len() - start <= max_line {
+        return Some(hash);
+    }
+    out.truncate(start);
+    None
 }
 
 #[cfg(test)]
@@ -289,6 +324,7 @@ mod tests {
         body_capture_for, parse_header_pairs, HeaderPlan, InflightBudget, LogInfo, ResponseCapture,
     };
     use crate::config::parse;
+    use crate::vm::signer;
     use meshaudit_event::canonical;
     use meshaudit_event::integrity::{event_hash, sign_hash};
     use std::collections::BTreeMap;
@@ -543,6 +579,65 @@ mod tests {
         assert!(v.get("http").is_none());
         assert!(v.pointer(&["security", "keyid"]).is_none());
         assert!(v.get("schemaid").is_some());
+    }
+
+    #[test]
+    fn bodies_the_collector_would_refuse_fall_back_to_raw() {
+        let c = cfg(r#"{"collector_cluster":"c","capture_bodies":true,"signing_secret":"k"}"#);
+        // 127 levels parse as JSON here, but nested in the event they would
+        // be 129 deep: the filter keeps them as text.
+        for (depth, parsed) in [(125usize, true), (126, false), (127, false)] {
+            let body = "{\"a\":".repeat(depth) + "1" + &"}".repeat(depth);
+            let rec = record(&c, body.as_bytes(), b"{}");
+            let ev = build_event(rec, &c, &workload(), &Redactor::new(&c), [1; 16]);
+            let line = sealed_line(&ev, &c, &signer(&c));
+            let v = line_value(&line); // the collector's own parser accepts it
+            let raw = v
+                .pointer(&["eventdata", "requestpayload", "_raw"])
+                .is_some();
+            assert_eq!(raw, !parsed, "depth {depth}");
+        }
+        // A top-level array is wrapped one level deeper.
+        let arr = "[".repeat(125) + &"]".repeat(125);
+        let rec = record(&c, arr.as_bytes(), b"{}");
+        let ev = build_event(rec, &c, &workload(), &Redactor::new(&c), [1; 16]);
+        line_value(&sealed_line(&ev, &c, &signer(&c)));
+        for bad in ["{\"n\":1e999}", "{\"n\":NaN}", "[Infinity]"] {
+            let rec = record(&c, bad.as_bytes(), b"{}");
+            let ev = build_event(rec, &c, &workload(), &Redactor::new(&c), [1; 16]);
+            let v = line_value(&sealed_line(&ev, &c, &signer(&c)));
+            assert_eq!(
+                s(&v, &["eventdata", "requestpayload", "_raw"]),
+                Some(bad),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_line_too_large_is_written_again_with_evidence_only() {
+        let c = cfg(r#"{"collector_cluster":"c","capture_bodies":true,"signing_secret":"k"}"#);
+        let big = format!("{{\"blob\":\"{}\"}}", "x".repeat(5000));
+        let rec = record(&c, big.as_bytes(), b"{}");
+        let ev = build_event(rec, &c, &workload(), &Redactor::new(&c), [1; 16]);
+        let mut enc = LineEncoder::new(signer(&c));
+        let mut out = b"x\n".to_vec();
+        let hash = write_line(ev.clone(), c.schema, &mut enc, 2000, &mut out);
+        let v = line_value(&out[2..]);
+        assert!(v.pointer(&["eventdata", "requestpayload"]).is_none());
+        assert_eq!(
+            v.pointer(&["eventdata", "metadata", "requestbodybytes"])
+                .and_then(Value::as_i64),
+            Some(big.len() as i64)
+        );
+        assert_eq!(
+            s(&v, &["security", "hash"]).map(str::to_owned),
+            hash.map(hex::encode)
+        );
+        // Too large even without payloads: nothing is written.
+        let len = out.len();
+        assert_eq!(write_line(ev, c.schema, &mut enc, 100, &mut out), None);
+        assert_eq!(out.len(), len);
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! header maps and its dispatcher `expect`s every HTTP-call token to be known
 //! (an answer delivered inline while a dispatch is still being made is not):
 //! one of those kills the VM and with it auditing, so the filter speaks the
-//! ABI itself. This is the only module with `unsafe`.
+//! ABI itself. With the exports in `host`, the only modules allowed `unsafe`.
+#![allow(unsafe_code)]
 
 use std::ptr::null_mut;
 
@@ -17,6 +18,7 @@ pub const MAP_HTTP_CALL_RESPONSE_HEADERS: u32 = 6;
 
 pub const BUFFER_REQUEST_BODY: u32 = 0;
 pub const BUFFER_RESPONSE_BODY: u32 = 1;
+pub const BUFFER_HTTP_CALL_RESPONSE_BODY: u32 = 4;
 pub const BUFFER_PLUGIN_CONFIGURATION: u32 = 7;
 
 pub const METRIC_COUNTER: u32 = 0;
@@ -150,21 +152,6 @@ pub fn property(path: &[&str]) -> Option<Vec<u8>> {
         STATUS_OK => take(data, size),
         _ => None,
     }
-}
-
-/// A string property (`None` when absent, empty or not UTF-8).
-pub fn property_string(path: &[&str]) -> Option<String> {
-    property(path)
-        .and_then(|b| String::from_utf8(b).ok())
-        .filter(|s| !s.is_empty())
-}
-
-/// An integer property (Envoy serialises int64/uint64, timestamps and
-/// durations as 8 little-endian bytes).
-pub fn property_u64(path: &[&str]) -> Option<u64> {
-    let b = property(path)?;
-    let bytes: [u8; 8] = b.get(..8)?.try_into().ok()?;
-    Some(u64::from_le_bytes(bytes))
 }
 
 fn serialize_pairs(pairs: &[(&str, &str)]) -> Vec<u8> {

@@ -3,18 +3,24 @@
 //!
 //! - [`config`]: plugin configuration, `AUDIT_FORWARD_*` env overrides, validation.
 //! - [`capture`]: headers, body chunks and `on_log` properties → a [`capture::RequestRecord`].
-//! - [`event`]: a record → the pruned, redacted, sealed event line (on the tick).
-//! - [`line`]: the sealed canonical line of an event, written in one pass.
+//! - [`event`]: a record → the pruned, redacted event, written as its sealed
+//!   line (the encoder is `meshaudit_event::line`) within the collector's limits.
 //! - [`redact`]: header, body-key and query redaction (mask / hmac).
-//! - [`batch`]: the bounded buffer, NDJSON batches, retry schedule, stat deltas.
+//! - [`batch`]: the bounded buffer, NDJSON batches, retry schedule and window,
+//!   refused lines, the batch signature.
+//! - [`stats`]: the stats, by name and kind.
 //! - [`rng`]: pooled WASI randomness for ids, sampling and jitter.
-//! - `host` (wasm32 only): the thin proxy-wasm glue; nothing else touches the host.
+//! - [`vm`]: the VM's decisions as a state machine over the [`vm::Host`] seam.
+//! - `host` and `hostcalls` (wasm32 only): the proxy-wasm exports and
+//!   hostcalls; nothing else touches the ABI, and only they may use `unsafe`.
 //!
-//! Everything but `host` is pure and unit-tested on the host.
+//! Everything but `host` and `hostcalls` is pure and unit-tested on the
+//! build machine (the VM with a mock host).
 //!
 //! A panic would kill the VM and with it auditing: outside tests the filter's
 //! code may not `unwrap`, `expect` or `panic!` (enforced below), and slices
 //! are only indexed within bounds checked just before.
+#![deny(unsafe_code)]
 #![cfg_attr(
     not(test),
     deny(
@@ -30,9 +36,10 @@ pub mod batch;
 pub mod capture;
 pub mod config;
 pub mod event;
-pub mod line;
 pub mod redact;
 pub mod rng;
+pub mod stats;
+pub mod vm;
 
 #[cfg(target_arch = "wasm32")]
 mod host;
