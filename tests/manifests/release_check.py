@@ -224,6 +224,17 @@ def self_tests(report: Report, out: Path, summary: dict) -> None:
         pass
     report.check("self-test: corrupted archive and wrong Wasm layer type refused", problems, "detected")
 
+    problems = []
+    for env, why in (({}, "no VERSION"), ({"VERSION": "1.2"}, "VERSION=1.2 (not x.y.z)"),
+                     ({"VERSION": "1.2.3", "WASM_URL": "http://plain.example.com/m.wasm"}, "an http:// WASM_URL")):
+        run = subprocess.run(["bash", str(ROOT / "scripts" / "release.sh")], cwd=ROOT, capture_output=True,
+                             text=True, timeout=60, check=False,
+                             env={k: v for k, v in os.environ.items() if k not in ("VERSION", "WASM_URL")} | env)
+        if run.returncode != 2:
+            problems.append(f"make release with {why} exited {run.returncode}, want 2 (usage)")
+    report.check("self-test: make release refuses a missing or malformed VERSION and a non-https WASM_URL",
+                 problems, "detected")
+
 
 def run(report: Report) -> None:
     if not prerequisites(report):
