@@ -11,6 +11,7 @@
 //! - [`schema`]: the `meshaudit.http/v1` event, its `meshaudit-1` and `mobius-1`
 //!   wire shapes, and the small pure helpers that fill it (status mapping,
 //!   timestamps, UUIDs).
+//! - [`workload_key`]: SPEC §10 Ed25519 workload keys, batch signature bytes and header.
 //!
 //! No I/O, no clock and no randomness: callers pass them in, so the crate builds
 //! for `wasm32-wasip1` (inside the filter) and the host alike.
@@ -22,6 +23,7 @@ pub mod line;
 pub mod prune;
 pub mod schema;
 pub mod value;
+pub mod workload_key;
 mod value_serde;
 
 pub use canonical::{canonical, write_canonical};
