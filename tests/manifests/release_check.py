@@ -206,7 +206,10 @@ def self_tests(report: Report, out: Path, summary: dict) -> None:
         problems.append("MIT AND GPL-3.0-only passed")
     if licenses.problems([{"name": "bad", "version": "1.0.0", "license": "MIT OR (Apache-2.0"}]) == []:
         problems.append("a malformed license expression passed")
-    report.check("self-test: license check refuses GPL and malformed expressions", problems, "detected")
+    mpl = [{"name": "mpl-crate", "version": "1.0.0", "license": "MPL-2.0"}]
+    if licenses.problems(mpl, licenses.ALLOWED) == [] or licenses.problems(mpl, licenses.ALLOWED_TOOLING) != []:
+        problems.append("MPL-2.0 must be refused in a shipped artifact and allowed in test tooling")
+    report.check("self-test: license check refuses GPL, shipped MPL and malformed expressions", problems, "detected")
 
     files = read_archive(out / summary["filter"]["archive"])
     corrupt = dict(files)
@@ -282,8 +285,9 @@ def run(report: Report) -> None:
             path = out / summary[name]["sbom"]
             report.check(f"release {path.name}: CycloneDX SBOM", sbom_problems(path, name, summary[name]["digest"]))
 
-        report.check("release: every dependency's license is allowed (offline, cargo metadata)",
-                     licenses.problems(licenses.packages(ROOT)))
+        count, bad = licenses.check(ROOT)
+        report.check("release: every dependency's license is allowed (offline, cargo metadata)", bad,
+                     f"{count} crates")
 
         # Reproducible, and the https:// variant of the overlay.
         out2 = tmp / "dist2"
