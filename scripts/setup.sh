@@ -19,10 +19,12 @@ else
 fi
 # 2. PostgreSQL tools for the throwaway clusters tests start when no server answers.
 command -v pg_config >/dev/null || need_apt+=(postgresql postgresql-contrib)
-# 2b. make release's checks (tests/manifests/release_check.py): skopeo reads the OCI archives,
-#     umoci unpacks the collector image; ldd/dpkg (libc-bin, dpkg) and CA certificates are base.
+# 2b. make release's checks (tests/manifests/release_check.py): skopeo reads and pushes the OCI
+#     archives, umoci unpacks the collector image; ldd/dpkg (libc-bin, dpkg) and CA certificates are base.
 command -v skopeo >/dev/null || need_apt+=(skopeo)
 command -v umoci >/dev/null || need_apt+=(umoci)
+# the CNCF distribution registry, started on loopback by the test to publish to (not as a service)
+command -v docker-registry >/dev/null || need_apt+=(docker-registry)
 [ -f /etc/ssl/certs/ca-certificates.crt ] || need_apt+=(ca-certificates)
 
 if [ ${#need_apt[@]} -gt 0 ]; then

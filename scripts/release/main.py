@@ -176,7 +176,7 @@ def main(argv: list[str]) -> int:
     print("publish (docs/deploy.md step 2):")
     for name in ("collector", "filter"):
         archive = Path(summary["dist"]) / summary[name]["archive"]
-        print(f"  skopeo copy oci-archive:{archive} docker://{summary[name]['image']}")
+        print(f"  skopeo copy --preserve-digests oci-archive:{archive} docker://{summary[name]['image']}")
     return 0
 
 

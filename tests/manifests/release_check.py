@@ -10,6 +10,9 @@ skopeo, umoci, Envoy and kubectl in .venv; root, for chroot.
   and an independent parser (release_oci.py) checks every descriptor's digest and size, the
   layers' diff_ids, and the labels (source, version, revision).
 - Reproducible: a second release of the same commit gives byte-identical archives.
+- Publishing: `skopeo copy --preserve-digests` pushes both to a real registry (docker-registry on
+  loopback); the manifests it serves hash to the pinned digests, and the filter pulled over the
+  registry API the way Istio's agent pulls it holds the same plugin.wasm.
 - Collector image: unpacked by umoci, it holds exactly the binary, the libraries `ldd` names, the
   loader, the CA bundle, passwd/group/nsswitch and /tmp (no shell); its User is non-root and
   numeric; run inside its own root filesystem (chroot, as that user, in its WorkingDir) the
@@ -53,6 +56,7 @@ from policy import collector_container, wasmplugin_problems  # noqa: E402
 from release_collector import serve_problems, umoci_unpack, user_ids, version_problems  # noqa: E402
 from release_filter import live_problems  # noqa: E402
 from release_oci import istio_wasm, layer_paths, parse, read_archive, sha  # noqa: E402
+from release_registry import publish_problems  # noqa: E402
 from release_sbom import sbom_problems  # noqa: E402
 from report import Report  # noqa: E402
 from tools import COLLECTOR_BIN, ENVOY, K8S, KUBECTL, ROOT, WASM  # noqa: E402
@@ -80,7 +84,7 @@ def release(out: Path, tree: Path, *extra: str) -> tuple[dict, float]:
 def prerequisites(report: Report) -> bool:
     missing = [f"{p} (run `{how}`)" for p, how in ((COLLECTOR_BIN, "make build"), (WASM, "make wasm"),
                                                  (KUBECTL, "make setup"), (ENVOY, "make setup")) if not p.exists()]
-    missing += [f"{tool} (run `make setup`: apt-get install {tool})" for tool in ("skopeo", "umoci")
+    missing += [f"{tool} (run `make setup`: apt-get install {tool})" for tool in ("skopeo", "umoci", "docker-registry")
                 if shutil.which(tool) is None]
     if os.geteuid() != 0:
         missing.append("root: the collector image is run with chroot (make test runs as root here)")
@@ -280,6 +284,13 @@ def run(report: Report) -> None:
             report.check("release filter image in the real Envoy (overlay's WasmPlugin config) -> collector image",
                          live_problems(ENVOY, wp, extracted, rootfs, config, tmp),
                          "request audited, event arrived verified")
+
+        if wasm_bytes:
+            report.check("release: published with skopeo copy to a real registry, pulled as Istio pulls",
+                         publish_problems(tmp, {n: out / summary[n]["archive"] for n in ("collector", "filter")},
+                                          {n: summary[n]["digest"] for n in ("collector", "filter")}, VERSION,
+                                          wasm_bytes),
+                         "served manifest digests = pinned digests; plugin.wasm identical")
 
         for name in ("collector", "filter"):
             path = out / summary[name]["sbom"]
