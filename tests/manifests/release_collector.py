@@ -19,6 +19,17 @@ from live_sidecar import NO_PROXY, free_port, tail, wait_until
 ADMIN_TOKEN = "release-admin-token"
 
 
+def stop(processes: list[subprocess.Popen]) -> None:
+    """SIGTERM, then up to 25 s for a graceful exit (serve drains for up to 20 s), then SIGKILL."""
+    for p in processes:
+        p.terminate()
+    for p in processes:
+        try:
+            p.wait(timeout=25)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
 def umoci_unpack(layout: Path, ref: str, bundle: Path) -> Path:
     run = subprocess.run(["umoci", "unpack", "--image", f"{layout}:{ref}", str(bundle)],
                          capture_output=True, text=True, timeout=120, check=False)
@@ -87,11 +98,7 @@ def serve_problems(rootfs: Path, config: dict, log: Path) -> list[str]:
             return ["the database is not owned by the image's user"]
         return []
     finally:
-        p.terminate()
-        try:
-            p.wait(timeout=25)
-        except subprocess.TimeoutExpired:
-            p.kill()
+        stop([p])
 
 
 def start_collector(rootfs: Path, config: dict, log: Path, port: int, event_keys: str,

@@ -16,7 +16,7 @@ import yaml
 
 from envoy_bootstrap import ENVOY_ENV, envoy_validate, listener, static_cluster, wasm_filter
 from live_sidecar import NO_PROXY, App, free_port, tail, wait_until
-from release_collector import get_json, start_collector
+from release_collector import get_json, start_collector, stop
 
 SECRETS = {"api": "release-live-api", "signing": "release-live-signing", "event": "release-live-event"}
 
@@ -73,11 +73,5 @@ def live_problems(envoy: Path, wp: dict, wasm: Path, rootfs: Path, config: dict,
         return [f"event {item.get('id')} not verified: {item.get('verify_reason')}"
                 for item in events if item.get("verified") is not True]
     finally:
-        for p in processes:
-            p.terminate()
-        for p in processes:
-            try:
-                p.wait(timeout=25)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop(processes)
         app.shutdown()

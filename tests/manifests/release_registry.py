@@ -18,6 +18,7 @@ import urllib.request
 from pathlib import Path
 
 from live_sidecar import NO_PROXY, free_port, tail, wait_until
+from release_collector import stop
 
 ACCEPT = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json"
 
@@ -80,8 +81,4 @@ def publish_problems(tmp: Path, archives: dict[str, Path], digests: dict[str, st
             problems.append("plugin.wasm pulled from the registry differs from dist/meshaudit_filter.wasm")
         return problems
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop([process])
