@@ -17,7 +17,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use http_body_util::BodyExt;
-use meshaudit_event::integrity::{check_timestamp, sha256_hex, verify_batch_signature};
+use meshaudit_event::integrity::{
+    batch_digest_hex, check_timestamp, sha256_hex, verify_batch_signature,
+};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 pub fn router() -> Router<AppState> {
@@ -35,6 +37,26 @@ fn now_secs() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+/// What `X-Signature` signs (`X-Signature-Scheme`, SPEC §5 and §10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SignatureScheme {
+    /// No header: `"{ts}." + raw body` (seed 000).
+    RawBody,
+    /// `digest`: `"{ts}." + hex(batch_digest)` over the recomputed event hashes.
+    Digest,
+}
+
+fn signature_scheme(value: Option<&str>) -> Result<SignatureScheme, String> {
+    match value.map(str::trim) {
+        None => Ok(SignatureScheme::RawBody),
+        Some(v) if v.eq_ignore_ascii_case("digest") => Ok(SignatureScheme::Digest),
+        Some(_) => Err(
+            "unknown X-Signature-Scheme: the only scheme is `digest` (or no header for the raw body)"
+                .to_owned(),
+        ),
+    }
 }
 
 async fn ingest(State(app): State<AppState>, headers: HeaderMap, body: Body) -> Response {
@@ -156,19 +178,28 @@ async fn ingest_checked(
         }
     }
 
-    // 5. Batch signature over the exact bytes received.
+    // 5. Batch signature over the exact bytes received, or (scheme `digest`,
+    // SPEC §10) over the batch digest, checked once the events are hashed.
     let verify_started = Instant::now();
-    if settings.require_signature {
-        let signature = header(headers, "x-signature").unwrap_or("");
-        let ts = ts.map(str::trim).unwrap_or("");
-        if !verify_batch_signature(&settings.signing_secrets, ts, &raw, signature) {
-            return Err(refuse(
-                app,
-                StatusCode::UNAUTHORIZED,
-                "signature",
-                "missing or invalid X-Signature".to_owned(),
-            ));
+    let signature = header(headers, "x-signature").unwrap_or("");
+    let ts_text = ts.map(str::trim).unwrap_or("");
+    let scheme = match signature_scheme(header(headers, "x-signature-scheme")) {
+        Ok(scheme) => scheme,
+        Err(message) if settings.require_signature => {
+            return Err(refuse(app, StatusCode::UNAUTHORIZED, "signature", message))
         }
+        Err(_) => SignatureScheme::RawBody,
+    };
+    if settings.require_signature
+        && scheme == SignatureScheme::RawBody
+        && !verify_batch_signature(&settings.signing_secrets, ts_text, &raw, signature)
+    {
+        return Err(refuse(
+            app,
+            StatusCode::UNAUTHORIZED,
+            "signature",
+            "missing or invalid X-Signature".to_owned(),
+        ));
     }
     let mut verify_elapsed = verify_started.elapsed();
 
@@ -216,6 +247,35 @@ async fn ingest_checked(
     };
     let n_events = raw_events.len() as u64;
 
+    // Hash and check every event (the costly part), then, under the digest
+    // scheme, the batch signature over the recomputed hashes.
+    let verify_started = Instant::now();
+    let events: Vec<PreparedEvent> = raw_events
+        .into_iter()
+        .map(|raw| prepare(raw, &settings.event_keys))
+        .collect();
+    if settings.require_signature && scheme == SignatureScheme::Digest {
+        let digest = batch_digest_hex(events.iter().map(|e| e.event_hash.as_str()));
+        let ok = digest.is_some_and(|d| {
+            verify_batch_signature(
+                &settings.signing_secrets,
+                ts_text,
+                hex::encode(d).as_bytes(),
+                signature,
+            )
+        });
+        if !ok {
+            return Err(refuse(
+                app,
+                StatusCode::UNAUTHORIZED,
+                "signature",
+                "missing or invalid X-Signature (scheme digest: HMAC of \"{ts}.\" + hex(batch_digest))"
+                    .to_owned(),
+            ));
+        }
+    }
+    verify_elapsed += verify_started.elapsed();
+
     // 8. Idempotency: a replay answers the first answer; another body is 409.
     let idempotency = header(headers, "x-idempotency-key")
         .map(str::trim)
@@ -251,13 +311,7 @@ async fn ingest_checked(
         }
     }
 
-    // 9. Event verification.
-    let verify_started = Instant::now();
-    let events: Vec<PreparedEvent> = raw_events
-        .into_iter()
-        .map(|raw| prepare(raw, &settings.event_keys))
-        .collect();
-    verify_elapsed += verify_started.elapsed();
+    // 9. Event verification (the events were checked above).
     app.metrics
         .signature_verification_seconds
         .observe(verify_elapsed.as_secs_f64());

@@ -19,6 +19,7 @@ struct Req {
     ts: Option<String>,
     signature: Option<String>,
     idempotency_key: Option<String>,
+    scheme: Option<&'static str>,
     body: Vec<u8>,
 }
 
@@ -33,6 +34,7 @@ impl Req {
             ts: Some(ts),
             signature: Some(sig),
             idempotency_key: None,
+            scheme: None,
             body: body.to_vec(),
         }
     }
@@ -44,6 +46,9 @@ impl Req {
         }
         if let Some(v) = self.content_encoding {
             r = r.header("content-encoding", v);
+        }
+        if let Some(v) = self.scheme {
+            r = r.header("x-signature-scheme", v);
         }
         for (name, v) in [
             ("x-api-key", &self.api_key),
@@ -500,4 +505,84 @@ async fn store_unavailable_is_503_and_not_ready() {
             .get(),
         2
     );
+}
+
+/// `X-Signature` under `X-Signature-Scheme: digest` (SPEC §10): the HMAC of
+/// `"{ts}." + hex(SHA-256(h1 ‖ … ‖ hn))` over the hashes the collector recomputes.
+fn digest_signed(body: &[u8], hashed: &[u8]) -> Req {
+    use meshaudit_event::integrity::{batch_digest_hex, event_hash};
+    let hashes: Vec<String> = hashed
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+        .map(|l| match parse(l).unwrap() {
+            Value::Object(m) => event_hash(&m),
+            _ => unreachable!("test lines are objects"),
+        })
+        .collect();
+    let digest = batch_digest_hex(hashes.iter().map(String::as_str)).unwrap();
+    let mut r = Req::signed(body);
+    let ts = r.ts.clone().unwrap();
+    r.signature = Some(batch_signature(
+        SECRET.as_bytes(),
+        &ts,
+        hex::encode(digest).as_bytes(),
+    ));
+    r
+}
+
+#[tokio::test]
+async fn digest_scheme_signs_the_recomputed_hashes() {
+    let app = InProcess::new(&[]).await;
+    let body = b"{\"id\":\"d1\",\"n\":1}\n\n{\"id\":\"d2\",\"n\":2.50}\r\n";
+
+    // Without the scheme header a digest signature is a raw-body signature: wrong.
+    let r = digest_signed(body, body);
+    refused(&app, &r, StatusCode::UNAUTHORIZED, "signature").await;
+    // A raw-body signature under the digest scheme is wrong too.
+    let mut r = Req::signed(body);
+    r.scheme = Some("digest");
+    refused(&app, &r, StatusCode::UNAUTHORIZED, "signature").await;
+    // Signed over other events (a changed line): refused, nothing stored.
+    let mut r = digest_signed(body, b"{\"id\":\"d1\",\"n\":1}\n{\"id\":\"d2\",\"n\":3}\n");
+    r.scheme = Some("digest");
+    refused(&app, &r, StatusCode::UNAUTHORIZED, "signature").await;
+    // Signed over the same events in another order: refused.
+    let mut r = digest_signed(
+        body,
+        b"{\"id\":\"d2\",\"n\":2.50}\n{\"id\":\"d1\",\"n\":1}\n",
+    );
+    r.scheme = Some("digest");
+    refused(&app, &r, StatusCode::UNAUTHORIZED, "signature").await;
+    // An unknown scheme: 401 signature, saying so.
+    let mut r = digest_signed(body, body);
+    r.scheme = Some("sha512-body");
+    let err = refused(&app, &r, StatusCode::UNAUTHORIZED, "signature").await;
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("X-Signature-Scheme"),
+        "{err}"
+    );
+
+    // The hashes are recomputed over the canonical form, so the digest does
+    // not depend on the bytes' spelling (`2.50`, key order, whitespace).
+    let mut r = digest_signed(
+        body,
+        b"{\"n\":1, \"id\":\"d1\"}\n{\"id\":\"d2\",\"n\":2.5}\n",
+    );
+    r.scheme = Some("Digest");
+    let (status, answer, _) = send(&app, &r).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["accepted"], 2);
+
+    // JSON arrays: element order.
+    let arr = b"[{\"id\":\"d3\"},{\"id\":\"d4\"}]";
+    let mut r = digest_signed(arr, b"{\"id\":\"d3\"}\n{\"id\":\"d4\"}\n");
+    r.content_type = Some("application/json");
+    r.scheme = Some("digest");
+    let (status, answer, _) = send(&app, &r).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["accepted"], 2);
+    assert_eq!(app.stored().await, 4);
 }
