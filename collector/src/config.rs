@@ -37,6 +37,8 @@ pub enum Command {
     Query(QueryArgs),
     /// Archive events received before a date to compressed NDJSON and remove them.
     Retain(RetainArgs),
+    /// Manage the exporters: status, replay from a seq, pause, resume (SPEC §11).
+    Export(crate::export::cli::ExportArgs),
 }
 
 /// Where the events live.
@@ -114,6 +116,12 @@ pub struct ServeArgs {
     /// Token for the read and verify endpoints (`Authorization: Bearer …` or `X-Admin-Token`).
     #[arg(long, env = "MESHAUDIT_ADMIN_TOKEN")]
     pub admin_token: Option<String>,
+    /// Exporters (SPEC §11): a JSON array, one object per exporter.
+    #[arg(long, env = "MESHAUDIT_EXPORTERS")]
+    pub exporters: Option<String>,
+    /// A file holding the exporters' JSON array (instead of `MESHAUDIT_EXPORTERS`).
+    #[arg(long, env = "MESHAUDIT_EXPORTERS_FILE")]
+    pub exporters_file: Option<PathBuf>,
     /// PEM certificate chain: serve HTTPS.
     #[arg(long, env = "MESHAUDIT_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
@@ -237,6 +245,8 @@ pub struct Settings {
     pub admin_token: Option<Secret>,
     pub tls: Option<TlsFiles>,
     pub log_format: LogFormat,
+    /// Exporters (SPEC §11); `Debug` of each hides its secrets.
+    pub exporters: Vec<crate::export::config::ExporterConfig>,
 }
 
 impl fmt::Debug for Settings {
@@ -261,6 +271,7 @@ impl fmt::Debug for Settings {
             .field("admin_token", &self.admin_token.as_ref().map(|_| "hidden"))
             .field("tls", &self.tls)
             .field("log_format", &self.log_format)
+            .field("exporters", &self.exporters)
             .finish()
     }
 }
@@ -491,6 +502,13 @@ impl ServeArgs {
             ));
         }
 
+        let exporters =
+            crate::export::config::load(self.exporters.as_deref(), self.exporters_file.as_deref())
+                .unwrap_or_else(|mut found| {
+                    problems.append(&mut found);
+                    Vec::new()
+                });
+
         if !problems.is_empty() {
             return Err(ConfigError { problems });
         }
@@ -511,6 +529,7 @@ impl ServeArgs {
             admin_token,
             tls,
             log_format: self.db.log_format,
+            exporters,
         })
     }
 }

@@ -8,6 +8,7 @@
 //! - [`chain`]: the storage hash chain and its verifier (pure).
 //! - [`store`]: `trait EventStore`, SQLite and PostgreSQL, the group-commit writer.
 //! - [`verify`]: whole-store verification (HTTP and CLI).
+//! - [`export`]: exporters to webhooks, Splunk HEC and NATS JetStream (SPEC §11).
 //! - [`retain`]: archive and remove old events, leaving an anchor.
 //! - [`http`]: the router, handlers and the API error type.
 //! - [`metrics`]: Prometheus metrics with SPEC §7's names.
@@ -19,6 +20,7 @@ pub mod auth;
 pub mod chain;
 pub mod cli;
 pub mod config;
+pub mod export;
 pub mod http;
 pub mod intake;
 pub mod metrics;

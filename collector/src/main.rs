@@ -80,6 +80,10 @@ fn main() -> ExitCode {
                 init_tracing(args.db.log_format);
                 cli::retain(&args).await
             }
+            Command::Export(args) => {
+                init_tracing(args.db.log_format);
+                meshaudit_collector::export::cli::run(&args).await
+            }
         }
     })
 }

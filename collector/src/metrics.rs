@@ -155,6 +155,11 @@ impl Metrics {
         self.requests.with_label_values(&[result]).inc();
     }
 
+    /// The registry, for metrics registered elsewhere (the exporters').
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();

@@ -56,6 +56,14 @@ pub async fn run_with_store(
     let app = router(state);
 
     let head_task = tokio::spawn(publish_head(store.clone(), metrics.clone()));
+    let exporters = crate::export::start(
+        &settings.exporters,
+        &settings.database_url,
+        store.clone(),
+        metrics.registry(),
+    )
+    .await
+    .context("starting the exporters")?;
 
     let handle = axum_server::Handle::new();
     let shutdown_handle = handle.clone();
@@ -94,6 +102,7 @@ pub async fn run_with_store(
         }
     }
     head_task.abort();
+    exporters.stop();
     // The router (and its writer handles) is gone: the writer ends once its queue is empty.
     if tokio::time::timeout(Duration::from_secs(4), writer_task)
         .await
