@@ -45,8 +45,9 @@ def sbom_problems(path: Path, artifact: str, digest: str) -> list[str]:
         problems.append(f"metadata.component does not carry the image digest {digest}")
     lock = {(p["name"], p["version"]): p.get("checksum")
             for p in tomllib.loads((ROOT / "Cargo.lock").read_text(encoding="utf-8"))["package"]}
-    crates = {c["name"]: c for c in doc.get("components", []) if c.get("purl", "").startswith("pkg:cargo/")}
-    for c in crates.values():
+    cargo = [c for c in doc.get("components", []) if c.get("purl", "").startswith("pkg:cargo/")]
+    crates = {c["name"] for c in cargo}
+    for c in cargo:
         key = (c["name"], c["version"])
         if key not in lock:
             problems.append(f"{c['name']} {c['version']} is not in Cargo.lock")
@@ -57,6 +58,9 @@ def sbom_problems(path: Path, artifact: str, digest: str) -> list[str]:
     want = EXPECT[artifact]
     problems += [f"{name} missing" for name in want["present"] if name not in crates]
     problems += [f"{name} listed but not linked into the {artifact}" for name in want["absent"] if name in crates]
+    refs = {c.get("bom-ref") for c in doc.get("components", [])} | {meta.get("bom-ref")}
+    dangling = sorted({r for d in doc.get("dependencies", []) for r in [d.get("ref"), *d.get("dependsOn", [])]} - refs)
+    problems += [f"dependency graph names {r}, which is no component" for r in dangling[:5]]
     debs = {c["name"] for c in doc.get("components", []) if c.get("purl", "").startswith("pkg:deb/")}
     problems += [f"Debian package {d} missing" for d in want["debs"] if d not in debs]
     return problems
