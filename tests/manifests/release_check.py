@@ -236,7 +236,8 @@ def self_tests(report: Report, out: Path, summary: dict) -> None:
                      ({"VERSION": "1.2.3", "WASM_URL": "http://plain.example.com/m.wasm"}, "an http:// WASM_URL")):
         run = subprocess.run(["bash", str(ROOT / "scripts" / "release.sh")], cwd=ROOT, capture_output=True,
                              text=True, timeout=60, check=False,
-                             env={k: v for k, v in os.environ.items() if k not in ("VERSION", "WASM_URL")} | env)
+                             env={k: v for k, v in os.environ.items() if k not in ("VERSION", "WASM_URL")}
+                             | {"MESHAUDIT_PYTHON": sys.executable} | env)
         if run.returncode != 2:
             problems.append(f"make release with {why} exited {run.returncode}, want 2 (usage)")
     report.check("self-test: make release refuses a missing or malformed VERSION and a non-https WASM_URL",
