@@ -162,6 +162,19 @@ def collector_checks(report: Report, image, archive: Path, tmp: Path) -> tuple[P
                  version_problems(rootfs, config))
     report.check("release collector image: serve answers /healthz on SQLite (default DATABASE_URL in WorkingDir)",
                  serve_problems(rootfs, config, tmp / "collector-serve.log"))
+
+    # The run above must have used the image's libraries, not the host's: without one it fails.
+    lib = next((rootfs / p.lstrip("/") for p in sorted(libs) if "libm.so" in p), None)
+    if lib is None or not lib.is_file():
+        report.fail("self-test: the collector image without libm fails to start", "no libm in the image")
+    else:
+        hidden = lib.with_name(lib.name + ".hidden")
+        lib.rename(hidden)
+        try:
+            problems = [] if version_problems(rootfs, config) else ["it still ran: the host's libraries leak in"]
+        finally:
+            hidden.rename(lib)
+        report.check("self-test: the collector image without libm fails to start", problems, "detected")
     return rootfs, config
 
 
