@@ -26,9 +26,10 @@ skopeo, umoci, Envoy and kubectl in .venv; root, for chroot.
   the module's sha256.
 - SBOMs: CycloneDX 1.5, valid against the CycloneDX schema, naming each linked crate at its
   Cargo.lock version and checksum, the Debian packages in the image, and the artifact's digest.
-- Licenses: every crate is under an allowed license (scripts/release/licenses.py); broken inputs
-  (a GPL crate, a malformed expression) are refused, as are a corrupted archive and a wrongly typed
-  Wasm layer.
+- Licenses: every crate is under an allowed license (scripts/release/licenses.py).
+- Self-tests: broken inputs are refused: a GPL crate, a shipped MPL crate, a malformed license
+  expression, a corrupted archive, a wrongly typed Wasm layer, a bad VERSION or WASM_URL, and the
+  collector image with a library removed (which must then fail: the host's libraries never leak in).
 """
 
 from __future__ import annotations
