@@ -105,6 +105,7 @@ fn event_query(args: &QueryArgs) -> Result<EventQuery, String> {
         until_us: time("until", &f.until)?,
         after: f.after,
         limit: crate::verify::PAGE,
+        text: None,
     })
 }
 

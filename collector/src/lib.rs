@@ -10,6 +10,7 @@
 //! - [`verify`]: whole-store verification (HTTP and CLI).
 //! - [`export`]: exporters to webhooks, Splunk HEC and NATS JetStream (SPEC §11).
 //! - [`retain`]: archive and remove old events, leaving an anchor.
+//! - [`search`]: full-text search (`q`) and `GET /v1/stats` counts.
 //! - [`http`]: the router, handlers and the API error type.
 //! - [`metrics`]: Prometheus metrics with SPEC §7's names.
 //! - [`server`]: `serve` (TLS, graceful shutdown, head publication).
@@ -27,6 +28,7 @@ pub mod metrics;
 pub mod prepare;
 pub mod rate_limit;
 pub mod retain;
+pub mod search;
 pub mod server;
 pub mod store;
 pub mod verify;

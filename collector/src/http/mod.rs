@@ -5,6 +5,8 @@
 pub mod health;
 pub mod ingest;
 pub mod read;
+pub mod ui;
+pub mod ui_api;
 
 use crate::config::Settings;
 use crate::metrics::Metrics;
@@ -58,6 +60,8 @@ pub fn router(state: AppState) -> Router {
         .merge(ingest::router())
         .merge(read::router())
         .merge(health::router())
+        .merge(ui::router())
+        .merge(ui_api::router())
         .layer(DefaultBodyLimit::disable())
         .with_state(state)
 }

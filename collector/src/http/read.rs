@@ -60,7 +60,7 @@ pub struct EventPage {
     pub next_cursor: Option<i64>,
 }
 
-fn require_admin(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(crate) fn require_admin(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(token) = &app.settings.admin_token else {
         return Ok(());
     };
@@ -117,6 +117,13 @@ pub fn event_query(params: &HashMap<String, String>) -> Result<EventQuery, ApiEr
         until_us: time("until")?,
         after: int("after")?,
         limit,
+        text: match text("q") {
+            None => None,
+            Some(q) => Some(
+                crate::search::query::parse(&q)
+                    .map_err(|e| bad_param("q", &e.to_string()))?,
+            ),
+        },
     })
 }
 

@@ -127,6 +127,14 @@ pub struct EventQuery {
     /// Exclusive `seq` cursor.
     pub after: Option<i64>,
     pub limit: i64,
+    /// Full-text search (`q`), see [`crate::search`].
+    pub text: Option<crate::search::query::SearchQuery>,
+}
+
+/// A backend's pool, for read-side modules with their own SQL ([`crate::search`]).
+pub enum RawPool<'a> {
+    Sqlite(&'a sqlx::SqlitePool),
+    Postgres(&'a sqlx::PgPool),
 }
 
 /// A `retention_log` entry: where verification starts after `retain`.
@@ -155,6 +163,10 @@ impl RetentionAnchor {
 pub trait EventStore: Send + Sync + 'static {
     /// Which backend, for logs: `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
+    /// The pool, for search and stats; `None` for stores without SQL.
+    fn raw_pool(&self) -> Option<RawPool<'_>> {
+        None
+    }
     /// Applies the migrations (and creates PostgreSQL partitions ahead).
     async fn migrate(&self) -> Result<(), StoreError>;
     /// Creates partitions ahead of `now` where the backend has them.

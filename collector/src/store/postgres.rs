@@ -154,6 +154,10 @@ impl EventStore for PgStore {
         "postgres"
     }
 
+    fn raw_pool(&self) -> Option<super::RawPool<'_>> {
+        Some(super::RawPool::Postgres(&self.pool))
+    }
+
     async fn migrate(&self) -> Result<(), StoreError> {
         // sqlx's migrator holds a PostgreSQL advisory lock while it runs, so
         // replicas starting together migrate once.
@@ -370,6 +374,7 @@ impl EventStore for PgStore {
         if let Some(a) = q.after {
             qb.push(" AND seq > ").push_bind(a);
         }
+        crate::search::push_postgres_match(&mut qb, q);
         qb.push(" ORDER BY seq ASC LIMIT ").push_bind(q.limit);
         let rows = qb.build().fetch_all(&self.pool).await?;
         Ok(rows.iter().map(row_to_event).collect::<Result<_, _>>()?)

@@ -96,6 +96,10 @@ impl EventStore for SqliteStore {
         "sqlite"
     }
 
+    fn raw_pool(&self) -> Option<super::RawPool<'_>> {
+        Some(super::RawPool::Sqlite(&self.pool))
+    }
+
     async fn migrate(&self) -> Result<(), StoreError> {
         MIGRATOR.run(&self.pool).await?;
         Ok(())
@@ -291,6 +295,7 @@ impl EventStore for SqliteStore {
         if let Some(a) = q.after {
             qb.push(" AND seq > ").push_bind(a);
         }
+        crate::search::push_sqlite_match(&mut qb, q);
         qb.push(" ORDER BY seq ASC LIMIT ").push_bind(q.limit);
         let rows = qb.build().fetch_all(&self.pool).await?;
         Ok(rows.iter().map(row_to_event).collect::<Result<_, _>>()?)

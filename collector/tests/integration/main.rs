@@ -8,6 +8,7 @@ mod durability;
 mod mobius;
 mod process;
 mod refusals;
+mod search;
 mod smoke;
 mod story;
 mod support;

@@ -1,0 +1,44 @@
+//! Full-text search and counts for auditors (issue 15).
+//!
+//! - [`query`]: the `q` language, parsed and rebuilt as a safe FTS5 or
+//!   tsquery expression (pure).
+//! - [`stats`]: `GET /v1/stats` counts per time bucket, from indexed columns.
+//!
+//! The index itself is kept by the database: an `AFTER INSERT` trigger on
+//! `events` (migrations `*_search.sql`) writes each event's words in the same
+//! transaction as the row, so the writer is unchanged and no event row is
+//! ever updated. Search is a filter like the others: [`push_sqlite_match`] and
+//! [`push_postgres_match`] add it to the backends' `query`, where it combines
+//! with every other filter and the `after` cursor.
+
+pub mod query;
+pub mod stats;
+
+use crate::store::EventQuery;
+use sqlx::{Postgres, QueryBuilder, Sqlite};
+
+/// Adds `q` to an SQLite events query (`seq` is the FTS5 rowid).
+pub fn push_sqlite_match(qb: &mut QueryBuilder<'_, Sqlite>, q: &EventQuery) {
+    if let Some(text) = &q.text {
+        qb.push(" AND seq IN (SELECT rowid FROM events_fts WHERE events_fts MATCH ")
+            .push_bind(text.fts5());
+        if let Some(after) = q.after {
+            // FTS5 answers a rowid range from its own index.
+            qb.push(" AND rowid > ").push_bind(after);
+        }
+        qb.push(")");
+    }
+}
+
+/// Adds `q` to a PostgreSQL events query (GIN index on `events_search.doc`).
+pub fn push_postgres_match(qb: &mut QueryBuilder<'_, Postgres>, q: &EventQuery) {
+    if let Some(text) = &q.text {
+        qb.push(" AND seq IN (SELECT seq FROM events_search WHERE doc @@ to_tsquery('simple', ")
+            .push_bind(text.tsquery())
+            .push(")");
+        if let Some(after) = q.after {
+            qb.push(" AND seq > ").push_bind(after);
+        }
+        qb.push(")");
+    }
+}
