@@ -5,10 +5,10 @@
 use crate::config::{DbArgs, OutputFormat, QueryArgs, RetainArgs, VerifyArgs};
 use crate::http::read::EventItem;
 use crate::prepare::parse_rfc3339_us;
-use crate::retain::{parse_cutoff, retain as run_retain, verify_archives, RetainOutcome};
+use crate::retain::{check_cutoff, parse_age, parse_cutoff, retain as run_retain, RetainOutcome};
 use crate::server::open_store;
 use crate::store::{EventQuery, StoredEvent};
-use crate::verify::verify_store;
+use crate::verify::{verify_store, AnchorStatus, VerifyOptions, VerifyReport};
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
@@ -47,7 +47,12 @@ pub async fn verify(args: &VerifyArgs) -> ExitCode {
     } else {
         None
     };
-    let result = verify_store(store.as_ref(), |checked| {
+    let options = VerifyOptions {
+        archive_dir: args.archive_dir.clone(),
+        accept_unproven_anchor: args.accept_unproven_anchor,
+        resume_from: None,
+    };
+    let result = verify_store(store.as_ref(), &options, |checked| {
         if let Some(bar) = &bar {
             bar.set_position(checked);
         }
@@ -60,24 +65,54 @@ pub async fn verify(args: &VerifyArgs) -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail("verify", e),
     };
-    if !report.ok {
+    print_verify_report(&report, args.archive_dir.as_deref())
+}
+
+/// Prints the report; exit 0 only when it is `ok`.
+fn print_verify_report(report: &VerifyReport, archive_dir: Option<&std::path::Path>) -> ExitCode {
+    for a in &report.anchors {
+        let what = match a.status {
+            AnchorStatus::Proven => continue,
+            AnchorStatus::Accepted => "WARNING: accepted unproven",
+            AnchorStatus::Unproven => "UNPROVEN:",
+            AnchorStatus::Broken => "BROKEN:",
+        };
         println!(
-            "BROKEN: checked {} events; first bad seq {} ({})",
-            report.checked,
-            report.first_bad_seq.unwrap_or_default(),
-            report.reason.as_deref().unwrap_or("unknown")
+            "{what} retention anchor first_kept_seq {} (archive {} sha256 {}): {}",
+            a.first_kept_seq,
+            a.archive_name,
+            a.archive_sha256,
+            a.detail.as_deref().unwrap_or("-")
         );
+    }
+    if !report.ok {
+        if report.reason.as_deref() == Some("unproven_anchor") {
+            println!(
+                "UNPROVEN: checked {} events; the rows below a retention anchor are gone and nothing proves they were archived (first unproven seq {}): \
+                 pass --archive-dir DIR where the archives are, or --accept-unproven-anchor",
+                report.checked,
+                report.first_bad_seq.unwrap_or_default(),
+            );
+        } else {
+            println!(
+                "BROKEN: checked {} events; first bad seq {} ({})",
+                report.checked,
+                report.first_bad_seq.unwrap_or_default(),
+                report.reason.as_deref().unwrap_or("unknown")
+            );
+        }
         return ExitCode::from(1);
     }
-    if let Some(dir) = &args.archive_dir {
-        match verify_archives(store.as_ref(), dir).await {
-            Ok(None) => println!("archives in {}: intact", dir.display()),
-            Ok(Some((seq, reason))) => {
-                println!("BROKEN: archive; first bad seq {seq} ({reason})");
-                return ExitCode::from(1);
-            }
-            Err(e) => return fail("verify archives", e),
-        }
+    let proven = report
+        .anchors
+        .iter()
+        .filter(|a| a.status == AnchorStatus::Proven)
+        .count();
+    if let Some(dir) = archive_dir {
+        println!(
+            "archives in {}: intact ({proven} retention anchor(s) proven)",
+            dir.display()
+        );
     }
     println!(
         "OK: checked {} events; head seq {} chain_hash {}",
@@ -194,11 +229,22 @@ pub async fn retain(args: &RetainArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail("retain", e),
     };
+    let now = chrono::Utc::now();
+    let min_age = match parse_age(&args.min_age) {
+        Ok(a) => a,
+        Err(e) => return fail("retain", e),
+    };
+    if let Err(e) = check_cutoff(cutoff, now, min_age) {
+        if !args.force {
+            return fail("retain", e);
+        }
+        eprintln!("meshaudit-collector: retain: --force: {e}");
+    }
     let store = match open_store(&args.db.database_url).await {
         Ok(s) => s,
         Err(e) => return fail("retain", format!("{e:#}")),
     };
-    match run_retain(store.as_ref(), cutoff, &args.archive, chrono::Utc::now()).await {
+    match run_retain(store.as_ref(), cutoff, &args.archive, now).await {
         Ok(RetainOutcome::Nothing) => {
             println!("nothing received before {} to remove", cutoff.to_rfc3339());
             ExitCode::SUCCESS

@@ -143,12 +143,19 @@ impl fmt::Debug for ServeArgs {
 pub struct VerifyArgs {
     #[command(flatten)]
     pub db: DbArgs,
-    /// Also re-check the archive files named in the retention log, looked up in this directory.
-    #[arg(long)]
+    /// Where `retain` wrote its archives: each retention anchor is proven by
+    /// its archive (SHA-256 and chain); without it anchors are unproven (exit 1).
+    #[arg(long, visible_alias = "archive")]
     pub archive_dir: Option<PathBuf>,
 }
 
 /// Query filters (SPEC §7 `GET /v1/events`).
+    /// Where `retain` writes its archives: `GET /v1/verify` proves retention anchors from them.
+    #[arg(long, env = "MESHAUDIT_ARCHIVE_DIR")]
+    pub archive_dir: Option<PathBuf>,
+    /// `GET /v1/verify` accepts retention anchors it cannot prove (reported as `accepted`).
+    #[arg(long, env = "MESHAUDIT_ACCEPT_UNPROVEN_ANCHOR", default_value = "0")]
+    pub accept_unproven_anchor: String,
 #[derive(Args, Debug, Clone, Default)]
 pub struct QueryFilterArgs {
     #[arg(long)]
@@ -179,6 +186,9 @@ pub struct QueryFilterArgs {
     pub limit: Option<i64>,
 }
 
+    /// Accept retention anchors whose archive cannot be checked (reported, exit 0).
+    #[arg(long)]
+    pub accept_unproven_anchor: bool,
 #[derive(Args, Debug, Clone)]
 pub struct QueryArgs {
     #[command(flatten)]
@@ -239,6 +249,14 @@ pub struct Settings {
     pub ts_skew_secs: i64,
     pub idemp_ttl_secs: i64,
     pub event_keys: EventKeys,
+    /// Youngest events `retain` may remove: a `--before` later than now minus
+    /// this age is refused (`90s`, `30m`, `24h`, `7d`), so a typo or a future
+    /// date cannot empty the store up to the head.
+    #[arg(long, env = "MESHAUDIT_RETAIN_MIN_AGE", default_value = "24h")]
+    pub min_age: String,
+    /// Remove anyway when `--before` is later than now minus `--min-age`.
+    #[arg(long)]
+    pub force: bool,
     pub reject_unverified: bool,
     pub max_body_bytes: usize,
     pub rate_limit_rps: f64,
@@ -281,6 +299,8 @@ impl fmt::Debug for Settings {
 #[error("invalid configuration:\n{}", .problems.join("\n"))]
 pub struct ConfigError {
     pub problems: Vec<String>,
+    pub archive_dir: Option<PathBuf>,
+    pub accept_unproven_anchor: bool,
 }
 
 /// `1`/`0`/`true`/`false` (case-insensitive, spaces trimmed).
@@ -310,6 +330,8 @@ pub fn parse_event_keys(s: Option<&str>) -> Result<Vec<(String, Vec<u8>)>, Strin
             Some((id, secret)) if !id.trim().is_empty() && !secret.is_empty() => {
                 Ok((id.trim().to_owned(), secret.as_bytes().to_vec()))
             }
+            .field("archive_dir", &self.archive_dir)
+            .field("accept_unproven_anchor", &self.accept_unproven_anchor)
             _ => Err(
                 "AUDIT_RECEIVER_EVENT_KEYS: every entry must be keyid=secret (an entry is not)"
                     .to_owned(),
@@ -531,6 +553,11 @@ impl ServeArgs {
             log_format: self.db.log_format,
             exporters,
         })
+        let accept_unproven_anchor = flag(
+            "MESHAUDIT_ACCEPT_UNPROVEN_ANCHOR",
+            &self.accept_unproven_anchor,
+            &mut problems,
+        );
     }
 }
 
@@ -635,3 +662,5 @@ mod tests {
         assert_eq!(resolve_listen("nowhere"), None);
     }
 }
+            archive_dir: self.archive_dir.clone(),
+            accept_unproven_anchor,

@@ -11,7 +11,6 @@ use crate::store::{format_time, EventStore, RetentionAnchor, StoreError, StoredE
 use crate::verify::PAGE;
 use chrono::{DateTime, NaiveDate, Utc};
 use flate2::write::GzEncoder;
-use meshaudit_event::integrity::sha256_hex;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::io::{BufRead, Read, Write};
@@ -30,6 +29,13 @@ pub enum RetainError {
     Broken { seq: i64, reason: String },
     #[error("--before: expected RFC 3339 or YYYY-MM-DD, got {0:?}")]
     BadDate(String),
+    #[error("--min-age: expected a whole number with s, m, h or d (e.g. 24h), got {0:?}")]
+    BadAge(String),
+    #[error(
+        "--before {cutoff} is later than now minus the minimum age ({latest}): refusing to remove \
+         events that young; pass an earlier date, a smaller --min-age, or --force"
+    )]
+    TooRecent { cutoff: String, latest: String },
 }
 
 /// What `retain` did.
@@ -65,6 +71,42 @@ pub fn parse_cutoff(s: &str) -> Result<DateTime<Utc>, RetainError> {
         .and_then(|d| d.and_hms_opt(0, 0, 0))
         .map(|t| t.and_utc())
         .ok_or_else(|| RetainError::BadDate(s.to_owned()))
+}
+
+/// `--min-age`: a whole number followed by `s`, `m`, `h` or `d`.
+pub fn parse_age(s: &str) -> Result<chrono::Duration, RetainError> {
+    let t = s.trim();
+    let bad = || RetainError::BadAge(s.to_owned());
+    let unit = t.chars().last().ok_or_else(bad)?;
+    let n: i64 = t[..t.len() - unit.len_utf8()].parse().map_err(|_| bad())?;
+    if n < 0 {
+        return Err(bad());
+    }
+    let secs = match unit {
+        's' => Some(n),
+        'm' => n.checked_mul(60),
+        'h' => n.checked_mul(3600),
+        'd' => n.checked_mul(86_400),
+        _ => None,
+    }
+    .ok_or_else(bad)?;
+    chrono::Duration::try_seconds(secs).ok_or_else(bad)
+}
+
+/// Refuses a cutoff later than `now - min_age` (unless the caller forces it).
+pub fn check_cutoff(
+    cutoff: DateTime<Utc>,
+    now: DateTime<Utc>,
+    min_age: chrono::Duration,
+) -> Result<(), RetainError> {
+    let latest = now - min_age;
+    if cutoff > latest {
+        return Err(RetainError::TooRecent {
+            cutoff: format_time(cutoff),
+            latest: format_time(latest),
+        });
+    }
+    Ok(())
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RetainError + '_ {
@@ -187,63 +229,116 @@ fn archived(row: StoredEvent) -> Result<String, serde_json::Error> {
 }
 
 fn sha256_file(path: &Path) -> Result<String, RetainError> {
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut bytes))
-        .map_err(io_err(path))?;
-    Ok(sha256_hex(&bytes))
+    use sha2::{Digest, Sha256};
+    let mut file = std::fs::File::open(path).map_err(io_err(path))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = file.read(&mut buf).map_err(io_err(path))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
 }
 
-/// Re-checks the archives of every retention anchor (found in `dir`): the
-/// file's SHA-256 and the chain inside it, from the previous anchor to this
-/// one. `Ok(None)` when all are intact, else the first break.
+/// What re-reading one anchor's archive showed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArchiveCheck {
+    /// The file's SHA-256 is the anchor's and the chain inside it runs from
+    /// the previous anchor (or genesis) to this anchor's link, hash included.
+    Proven,
+    /// No file of that name in the directory.
+    Missing,
+    /// The file does not prove the anchor: the first bad `seq` and why.
+    Broken { seq: i64, reason: String },
+}
+
+/// An archive name as `retain` writes it: a plain file name, so a forged
+/// `retention_log` row cannot point the verifier outside the archive directory.
+pub fn archive_name_ok(name: &str) -> bool {
+    name.starts_with("meshaudit-events-")
+        && name.ends_with(".ndjson.gz")
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        && !name.contains("..")
+}
+
+/// Re-checks the archive of `anchor` in `dir`: its SHA-256, then the chain of
+/// the rows inside it from `prev` (the previous anchor's link, or genesis) to
+/// the anchor's link.
+pub fn check_archive(
+    dir: &Path,
+    prev: &ChainHead,
+    anchor: &RetentionAnchor,
+) -> Result<ArchiveCheck, RetainError> {
+    let broken = |seq: i64, reason: &str| {
+        Ok(ArchiveCheck::Broken {
+            seq,
+            reason: reason.to_owned(),
+        })
+    };
+    if !archive_name_ok(&anchor.archive_name) {
+        return broken(prev.seq + 1, "archive_name_invalid");
+    }
+    let path = dir.join(&anchor.archive_name);
+    if !path.is_file() {
+        return Ok(ArchiveCheck::Missing);
+    }
+    if sha256_file(&path)? != anchor.archive_sha256 {
+        return broken(prev.seq + 1, "archive_sha256_mismatch");
+    }
+    let file = std::fs::File::open(&path).map_err(io_err(&path))?;
+    let reader = std::io::BufReader::new(flate2::read::MultiGzDecoder::new(file));
+    let mut verifier = ChainVerifier::new(prev.clone());
+    for line in reader.lines() {
+        let Ok(line) = line else {
+            return broken(verifier.head().seq + 1, "archive_malformed");
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        let Ok(row) = serde_json::from_str::<ArchivedRow>(&line) else {
+            return broken(verifier.head().seq + 1, "archive_malformed");
+        };
+        let canonical = row.event.get().to_owned();
+        if let Err(b) = verifier.feed(&ChainRow {
+            seq: row.seq,
+            id: &row.id,
+            event_hash: &row.event_hash,
+            chain_hash: &row.chain_hash,
+            canonical: canonical.as_bytes(),
+            index: None,
+        }) {
+            return Ok(ArchiveCheck::Broken {
+                seq: b.seq,
+                reason: b.reason,
+            });
+        }
+    }
+    if verifier.head() != &anchor.as_head() {
+        return broken(verifier.head().seq + 1, "archive_does_not_reach_anchor");
+    }
+    Ok(ArchiveCheck::Proven)
+}
+
+/// Re-checks the archives of every retention anchor (found in `dir`), each
+/// from the previous anchor to its own. `Ok(None)` when all are intact, else
+/// the first break (a missing file is `archive_missing`).
 pub async fn verify_archives(
     store: &dyn EventStore,
     dir: &Path,
 ) -> Result<Option<(i64, String)>, RetainError> {
     let mut prev = ChainHead::genesis();
     for anchor in store.retention_log().await? {
-        let path = dir.join(&anchor.archive_name);
-        if sha256_file(&path)? != anchor.archive_sha256 {
-            return Ok(Some((prev.seq + 1, "archive_sha256_mismatch".to_owned())));
+        match check_archive(dir, &prev, &anchor)? {
+            ArchiveCheck::Proven => {}
+            ArchiveCheck::Missing => return Ok(Some((prev.seq + 1, "archive_missing".to_owned()))),
+            ArchiveCheck::Broken { seq, reason } => return Ok(Some((seq, reason))),
         }
-        let file = std::fs::File::open(&path).map_err(io_err(&path))?;
-        let reader = std::io::BufReader::new(flate2::read::MultiGzDecoder::new(file));
-        let mut verifier = ChainVerifier::new(prev.clone());
-        for line in reader.lines() {
-            let line = line.map_err(io_err(&path))?;
-            if line.trim().is_empty() {
-                continue;
-            }
-            let row: ArchivedRow = match serde_json::from_str(&line) {
-                Ok(r) => r,
-                Err(_) => {
-                    return Ok(Some((
-                        verifier.head().seq + 1,
-                        "archive_malformed".to_owned(),
-                    )))
-                }
-            };
-            let canonical = row.event.get().to_owned();
-            if let Err(b) = verifier.feed(&ChainRow {
-                seq: row.seq,
-                id: &row.id,
-                event_hash: &row.event_hash,
-                chain_hash: &row.chain_hash,
-                canonical: canonical.as_bytes(),
-                index: None,
-            }) {
-                return Ok(Some((b.seq, b.reason)));
-            }
-        }
-        let end = anchor.as_head();
-        if verifier.head() != &end {
-            return Ok(Some((
-                verifier.head().seq + 1,
-                "archive_does_not_reach_anchor".to_owned(),
-            )));
-        }
-        prev = end;
+        prev = anchor.as_head();
     }
     Ok(None)
 }
@@ -260,5 +355,20 @@ mod tests {
         );
         assert!(parse_cutoff("2026-02-03T04:05:06+02:00").is_ok());
         assert!(parse_cutoff("last week").is_err());
+    }
+
+    #[test]
+    fn min_age_refuses_young_and_future_cutoffs() {
+        assert_eq!(parse_age("24h").unwrap(), chrono::Duration::hours(24));
+        assert_eq!(parse_age(" 7d ").unwrap(), chrono::Duration::days(7));
+        assert_eq!(parse_age("0s").unwrap(), chrono::Duration::zero());
+        for bad in ["", "h", "24", "-1h", "1w", "99999999999999999d"] {
+            assert!(parse_age(bad).is_err(), "{bad}");
+        }
+        let now = parse_cutoff("2026-06-10T12:00:00Z").unwrap();
+        let day = chrono::Duration::hours(24);
+        assert!(check_cutoff(parse_cutoff("2026-06-09").unwrap(), now, day).is_ok());
+        assert!(check_cutoff(parse_cutoff("2026-06-10").unwrap(), now, day).is_err());
+        assert!(check_cutoff(parse_cutoff("2999-01-01").unwrap(), now, day).is_err());
     }
 }

@@ -30,6 +30,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub rate_limiter: Arc<RateLimiter>,
     pub inflight: Arc<InflightKeys>,
+    /// `GET /v1/verify`: one run at a time, resuming from the last verified link.
+    pub verify_cache: Arc<tokio::sync::Mutex<crate::verify::VerifyCache>>,
 }
 
 impl AppState {
@@ -49,6 +51,7 @@ impl AppState {
             writer,
             metrics,
             inflight: Arc::new(InflightKeys::default()),
+            verify_cache: Arc::default(),
         };
         (state, writer_task)
     }

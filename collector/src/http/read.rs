@@ -1,12 +1,14 @@
 //! Read and verify endpoints (SPEC §7): `GET /v1/events` with filters and a
 //! `seq` cursor, `GET /v1/events/{id}`, `GET /v1/verify`. They need the admin
-//! token when `MESHAUDIT_ADMIN_TOKEN` is set.
+//! token when `MESHAUDIT_ADMIN_TOKEN` is set; `/v1/verify` refuses to run at
+//! all without one.
 
 use super::{ApiError, AppState};
 use crate::auth::admin_token_matches;
 use crate::prepare::parse_rfc3339_us;
 use crate::store::{EventQuery, StoredEvent};
-use crate::verify::verify_store;
+use crate::config::parse_bool;
+use crate::verify::{verify_store_cached, VerifyOptions, VerifyReport};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
@@ -183,14 +185,40 @@ async fn get_event(
 }
 
 async fn verify(
+/// `GET /v1/verify[?full=1]`. Unlike the other reads it is never open: with no
+/// admin token configured it answers `403`, because each call reads the store
+/// (and the archives) and an open one is a way to load the database. Runs are
+/// serialised, and each resumes from the last link the previous run verified
+/// (the rows below it were checked then); `full=1` walks every row again.
     State(app): State<AppState>,
     headers: HeaderMap,
-) -> Result<Json<crate::verify::VerifyReport>, ApiError> {
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<VerifyReport>, ApiError> {
+    if app.settings.admin_token.is_none() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "admin_token_not_configured",
+            "GET /v1/verify needs MESHAUDIT_ADMIN_TOKEN to be set on the collector; \
+             without it, run `meshaudit-collector verify`",
+        ));
+    }
     require_admin(&app, &headers)?;
-    let report = verify_store(app.store.as_ref(), |_| {})
+    let full = match params.get("full").map(|v| parse_bool(v)) {
+        None => false,
+        Some(Some(b)) => b,
+        Some(None) => return Err(bad_param("full", "expected 1, 0, true or false")),
+    };
+    let mut cache = app.verify_cache.lock().await;
+    let options = VerifyOptions {
+        archive_dir: app.settings.archive_dir.clone(),
+        accept_unproven_anchor: app.settings.accept_unproven_anchor,
+        resume_from: if full { None } else { cache.watermark.clone() },
+    };
+    let report = verify_store_cached(app.store.as_ref(), &options, &mut cache, |_| {})
         .await
         .map_err(|e| ApiError::store_unavailable(&e))?;
     if !report.ok {
+    cache.watermark = report.rows_intact.then(|| report.head.clone());
         tracing::error!(first_bad_seq = ?report.first_bad_seq, reason = ?report.reason, "chain verification failed");
     }
     Ok(Json(report))

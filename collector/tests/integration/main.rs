@@ -4,6 +4,7 @@
 //! durability under kill -9, replicas, the binary's operations (SIGTERM,
 //! TLS, commands) and tamper detection.
 
+mod anchors;
 mod durability;
 mod mobius;
 mod process;

@@ -383,9 +383,27 @@ async fn source_headers_query_and_retain_commands() {
 
     let archive = db.dir.path().join("archive");
     let archive_s = archive.display().to_string();
+    // A future date would remove everything up to the head: refused
+    // (minimum age 24 h by default) unless forced.
     let (code, out) = run_cli(
         &db.url,
         &["retain", "--before", "2999-01-01", "--archive", &archive_s],
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("--force"), "{out}");
+    let (code, out) = run_cli(&db.url, &["query"]);
+    assert_eq!(out.lines().count(), 5, "nothing removed: {out}");
+    assert_eq!(code, 0);
+    let (code, out) = run_cli(
+        &db.url,
+        &[
+            "retain",
+            "--before",
+            "2999-01-01",
+            "--archive",
+            &archive_s,
+            "--force",
+        ],
     );
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("removed 4 events"), "{out}");
@@ -395,6 +413,13 @@ async fn source_headers_query_and_retain_commands() {
         out.contains("archives in") && out.contains("intact"),
         "{out}"
     );
+    // Without the archives the anchor is unproven: exit 1, unless accepted.
+    let (code, out) = run_cli(&db.url, &["verify"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("UNPROVEN"), "{out}");
+    let (code, out) = run_cli(&db.url, &["verify", "--accept-unproven-anchor"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("WARNING: accepted unproven"), "{out}");
     let (code, out) = run_cli(
         &db.url,
         &[

@@ -13,7 +13,7 @@ use meshaudit_collector::store::sqlite::SqliteStore;
 use meshaudit_collector::store::{
     BatchAnswer, BatchWrite, EventQuery, EventStore, IdempotencyKey, WriteOutcome,
 };
-use meshaudit_collector::verify::verify_store;
+use meshaudit_collector::verify::{verify_store, AnchorStatus, VerifyOptions};
 use meshaudit_event::integrity::EventKeys;
 use meshaudit_event::value::{parse, Value};
 
@@ -69,7 +69,7 @@ async fn story<S: EventStore>(store: S) {
     let now = Utc::now();
     store.prepare_partitions(now).await.expect("partitions");
     assert_eq!(store.head().await.unwrap(), ChainHead::genesis());
-    let report = verify_store(&store, |_| {}).await.unwrap();
+    let report = verify_store(&store, &VerifyOptions::default(), |_| {}).await.unwrap();
     assert!(report.ok && report.checked == 0);
 
     // An old batch (received in 2020) with a duplicate inside.
@@ -379,7 +379,7 @@ async fn story<S: EventStore>(store: S) {
     assert_eq!(store.get("c").await.unwrap().map(|e| e.seq), Some(3));
     assert!(store.get("nope").await.unwrap().is_none());
 
-    let report = verify_store(&store, |_| {}).await.unwrap();
+    let report = verify_store(&store, &VerifyOptions::default(), |_| {}).await.unwrap();
     assert!(report.ok, "{report:?}");
     assert_eq!(report.checked, 4);
 
@@ -395,8 +395,19 @@ async fn story<S: EventStore>(store: S) {
     assert_eq!(anchor.prev_chain_hash, all[1].chain_hash);
     assert!(archive.exists());
     assert_eq!(store.scan(0, 100).await.unwrap().len(), 2);
-    let report = verify_store(&store, |_| {}).await.unwrap();
+    // Without the archive the anchor proves nothing: not ok, but the rows are.
+    let report = verify_store(&store, &VerifyOptions::default(), |_| {}).await.unwrap();
+    assert!(!report.ok, "{report:?}");
+    assert_eq!(report.reason.as_deref(), Some("unproven_anchor"));
+    assert_eq!(report.anchors[0].status, AnchorStatus::Unproven);
+    assert_eq!(report.checked, 2);
+    let with_archive = VerifyOptions {
+        archive_dir: Some(dir.path().to_owned()),
+        ..VerifyOptions::default()
+    };
+    let report = verify_store(&store, &with_archive, |_| {}).await.unwrap();
     assert!(report.ok, "{report:?}");
+    assert_eq!(report.anchors[0].status, AnchorStatus::Proven);
     assert_eq!(report.checked, 2);
     assert_eq!(verify_archives(&store, dir.path()).await.unwrap(), None);
     assert_eq!(
@@ -540,7 +551,7 @@ async fn nul_in_columns<S: EventStore>(store: S) {
         .await
         .unwrap();
     assert_eq!(by_tenant.len(), 1);
-    assert!(verify_store(&store, |_| {}).await.unwrap().ok);
+    assert!(verify_store(&store, &VerifyOptions::default(), |_| {}).await.unwrap().ok);
 }
 
 #[tokio::test]
