@@ -57,6 +57,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--wasm", type=Path, default=ROOT / "dist" / "meshaudit_filter.wasm")
     p.add_argument("--ca-bundle", type=Path, default=Path(collector_image.CA_BUNDLE))
     p.add_argument("--source-url", default=os.environ.get("SOURCE_URL", ""))
+    p.add_argument("--revision", default="", help="the commit to label the images with (default HEAD)")
     p.add_argument("--skip-license-check", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if not SEMVER.match(args.version):
@@ -76,7 +77,7 @@ def build(args: argparse.Namespace) -> dict:
     started = time.monotonic()
     epoch = int(os.environ.get("SOURCE_DATE_EPOCH") or git("log", "-1", "--format=%ct") or 0)
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
-    revision = git("rev-parse", "HEAD") or "unknown"
+    revision = args.revision or git("rev-parse", "HEAD") or "unknown"
     source = args.source_url or git("remote", "get-url", "origin") or DEFAULT_SOURCE
     version = args.version
     labels = {"org.opencontainers.image.source": source, "org.opencontainers.image.version": version,

@@ -52,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "release"))
 
 import licenses  # noqa: E402
+import overlay  # noqa: E402
 from kustomize import kustomize, obj_name  # noqa: E402
 from policy import collector_container, wasmplugin_problems  # noqa: E402
 from release_collector import serve_problems, umoci_unpack, user_ids, version_problems  # noqa: E402
@@ -67,15 +68,20 @@ from contracts import FILTER_ENV  # noqa: E402
 VERSION = "0.0.0-releasecheck"
 REGISTRY = "registry.test:5000/meshaudit"
 WASM_URL = "https://wasm.example.com/meshaudit/0.0.0/meshaudit_filter.wasm"
+REVISION = "0123456789abcdef0123456789abcdef01234567"
+EPOCH = "1764460800"  # 2025-11-30T00:00:00Z
 LABELS = ("org.opencontainers.image.source", "org.opencontainers.image.version",
           "org.opencontainers.image.revision")
 
 
 def release(out: Path, tree: Path, *extra: str) -> tuple[dict, float]:
+    """One release run. The commit and its time are fixed, so that other commits landing while
+    the test runs cannot make two runs differ."""
     started = time.monotonic()
     run = subprocess.run([sys.executable, str(ROOT / "scripts" / "release" / "main.py"), "--version", VERSION,
                           "--registry", REGISTRY, "--out", str(out), "--overlay", str(tree / "release"),
-                          "--collector-bin", str(COLLECTOR_BIN), "--wasm", str(WASM), *extra],
+                          "--collector-bin", str(COLLECTOR_BIN), "--wasm", str(WASM), "--revision", REVISION,
+                          *extra], env={**os.environ, "SOURCE_DATE_EPOCH": EPOCH},
                          cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
     if run.returncode != 0:
         raise RuntimeError(f"release failed: {(run.stderr or run.stdout).strip()[-600:]}")
@@ -213,6 +219,31 @@ def overlay_checks(report: Report, tree: Path, summary: dict, images: dict, http
     return wp
 
 
+def other_bases(report: Report, tree: Path, summary: dict) -> None:
+    """RELEASE_BASE=base and =single-node: the same pins on the other collector variants."""
+    for base in ("base", "single-node"):
+        directory = tree / f"release-{base}"
+        directory.mkdir()
+        kwargs = {"version": VERSION, "revision": summary["revision"]}
+        (directory / "kustomization.yaml").write_text(overlay.kustomization(
+            **kwargs, base=base, collector_repo=f"{REGISTRY}/collector",
+            collector_digest=summary["collector"]["digest"]), encoding="utf-8")
+        (directory / "wasm-pin.yaml").write_text(overlay.wasm_pin(
+            **kwargs, url=summary["overlay"]["wasm_url"], sha256=summary["overlay"]["wasm_sha256_pin"]),
+            encoding="utf-8")
+        try:
+            objs = kustomize(directory)
+        except (ValueError, subprocess.TimeoutExpired) as e:
+            report.fail(f"release RELEASE_BASE={base}: kubectl kustomize", str(e))
+            continue
+        problems = [f"{obj_name(o)}: {p}" for o in objs for p in validate_object(o)[0]]
+        collector = collector_container(objs)
+        if not collector or collector.get("image") != f"{REGISTRY}/collector@{summary['collector']['digest']}":
+            problems.append(f"collector image is {collector and collector.get('image')!r}")
+        report.check(f"release RELEASE_BASE={base}: renders, validates, pins the collector", problems,
+                     f"{len(objs)} objects")
+
+
 def self_tests(report: Report, out: Path, summary: dict) -> None:
     """Broken inputs each check must refuse."""
     problems = []
@@ -293,6 +324,7 @@ def run(report: Report) -> None:
                      else [f"says {sums}"])
 
         wp = overlay_checks(report, tree, summary, images, https=False)
+        other_bases(report, tree, summary)
         if wp is not None and rootfs is not None and wasm_bytes:
             extracted = tmp / "plugin.wasm"
             extracted.write_bytes(wasm_bytes)
