@@ -45,6 +45,9 @@ KNOWN_METRICS = {
     "audit_events_received_total", "audit_events_rejected_total", "audit_events_deduped_total",
     "audit_events_unverified_total", "audit_receiver_requests_total", "audit_chain_head_seq",
     "audit_source_last_seen_timestamp_seconds", "audit_source_dropped_events",
+    # collector exporters, SPEC §11 (audit_export_stopped: 1 while a refusal holds one)
+    "audit_export_records_total", "audit_export_failures_total", "audit_export_lag_records",
+    "audit_export_cursor_seq", "audit_export_stopped",
     *(h + s for h in HISTOGRAMS for s in ("_bucket", "_sum", "_count")),
     # filter, SPEC §8 (Envoy exports wasm custom stats without a prefix)
     "meshaudit_events_captured", "meshaudit_events_skipped", "meshaudit_events_dropped_buffer_full",
