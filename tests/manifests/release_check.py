@@ -290,10 +290,15 @@ def self_tests(report: Report, out: Path, summary: dict) -> None:
 
 
 def run(report: Report) -> None:
+    global COLLECTOR_BIN, WASM  # noqa: PLW0603 - rebound once, to the snapshot below
     if not prerequisites(report):
         return
     with tempfile.TemporaryDirectory(prefix="meshaudit-release-") as tmp_name:
         tmp = Path(tmp_name)
+        # Snapshots: a rebuild of target/ or dist/ while this runs must not mix two builds.
+        (tmp / "inputs").mkdir()
+        COLLECTOR_BIN = Path(shutil.copy2(COLLECTOR_BIN, tmp / "inputs" / "meshaudit-collector"))
+        WASM = Path(shutil.copy2(WASM, tmp / "inputs" / "meshaudit_filter.wasm"))
         tree = tmp / "k8s"
         # kustomize resolves ../postgres and ../istio next to the overlay: work on a copy of k8s/.
         shutil.copytree(K8S, tree, ignore=shutil.ignore_patterns("release"))
