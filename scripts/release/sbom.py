@@ -9,6 +9,7 @@ Deterministic: timestamp from SOURCE_DATE_EPOCH, serial number derived from the 
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import tomllib
 import uuid
@@ -43,7 +44,10 @@ def crate_component(p: dict, checksums: dict, kind: str = "library") -> dict:
 
 
 def deb_package(path: str) -> tuple[str, str, str] | None:
-    """(package, version, architecture) owning a file, or None when dpkg knows none."""
+    """(package, version, architecture) owning a file, or None when dpkg knows none (or this is
+    not a Debian machine: the SBOM then lists the crates only)."""
+    if shutil.which("dpkg") is None:
+        return None
     for candidate in dict.fromkeys([path, str(Path(path).resolve())]):
         run = subprocess.run(["dpkg", "-S", candidate], capture_output=True, text=True, check=False)
         if run.returncode == 0:

@@ -37,6 +37,8 @@ What is checked, one output line per checked object, then "N passed, M failed":
   expects another collector certificate name) must each fail;
   one that passes is a failure.
 
+`make release` (issue 16) has its own check, release_check.py beside this file, also run by make test.
+
 Layout: this file runs the checks and holds the self-tests; beside it, contracts.py (SPEC names),
 kustomize.py, schemas.py (kubernetes-validate, Istio CRDs + CEL), monitoring.py, policy.py,
 injection.py, envoy_bootstrap.py, live_sidecar.py, report.py, tools.py (paths), and
