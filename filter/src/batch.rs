@@ -17,6 +17,7 @@ use hmac::{Hmac, Mac};
 use meshaudit_event::integrity::batch_digest;
 use meshaudit_event::line::{lower_hex, push_hex};
 use meshaudit_event::schema::new_uuid_v4;
+use meshaudit_event::workload_key::{BatchSignature, SignerKey};
 use sha2::Sha256;
 
 /// Batches a VM keeps in flight at once (outside shutdown).
@@ -172,6 +173,8 @@ struct Transport {
     source: String,
     mac: Option<Hmac<Sha256>>,
     scheme: SignatureScheme,
+    /// SPEC §10: signs `X-Meshaudit-Batch-Signature`.
+    batch_key: Option<SignerKey>,
 }
 
 impl std::fmt::Debug for Transport {
@@ -197,6 +200,7 @@ impl Transport {
                 .as_ref()
                 .and_then(|s| Hmac::<Sha256>::new_from_slice(s.bytes()).ok()),
             scheme: cfg.signature_scheme,
+            batch_key: cfg.batch_signing_key.clone(),
         }
     }
 
@@ -219,6 +223,13 @@ impl Transport {
         ];
         if let Some(key) = &self.api_key {
             h.push(("x-api-key", key.clone()));
+        }
+        if let Some(key) = &self.batch_key {
+            // SPEC §10: over this attempt's lines (a re-send without refused
+            // lines has another digest), its source and batch seq.
+            let seq = batch.seq.to_string();
+            let sig = BatchSignature::sign(key, &self.source, &seq, &batch.digest());
+            h.push(("x-meshaudit-batch-signature", sig.header_value()));
         }
         if let Some(mac) = &self.mac {
             let ts = ts_secs.to_string();
@@ -1021,6 +1032,34 @@ mod tests {
         assert_eq!(token as usize, MAX_INFLIGHT_BATCHES);
         s.begin_shutdown();
         assert!(s.next_attempt(0).is_some());
+    }
+
+    #[test]
+    fn attempts_carry_the_workload_batch_signature() {
+        use meshaudit_event::workload_key::{BatchSignature, SignerKey};
+        let signer = SignerKey::from_seed("ns-k1", &[7u8; 32]).unwrap_or_else(|e| panic!("{e}"));
+        let c = cfg(&format!(
+            r#"{{"collector_cluster":"c","batch_signing_key":"{}"}}"#,
+            signer.to_text()
+        ));
+        let mut s = Shipper::new(&c, "ns/pod", 0);
+        s.capture(0, line("/a"), key(1));
+        s.capture(0, line("/bb"), key(1));
+        s.flush(0, key(1));
+        let header = match s.next_attempt(1_000) {
+            Some(a) => a
+                .headers
+                .iter()
+                .find(|(k, _)| *k == "x-meshaudit-batch-signature")
+                .map(|(_, v)| v.clone()),
+            None => panic!("due"),
+        };
+        let sig =
+            BatchSignature::parse(&header.unwrap_or_default()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(sig.keyid, "ns-k1");
+        let digest = batch_digest([&[2u8; 32], &[3u8; 32]]);
+        assert!(sig.verify(&signer.verifier(), "ns/pod", "1", &digest));
+        assert!(!sig.verify(&signer.verifier(), "ns/pod", "2", &digest));
     }
 
     #[test]

@@ -210,6 +210,8 @@ pub struct Config {
     pub signing_secret: Option<Secret>,
     pub event_key: Option<Secret>,
     pub event_key_id: Option<String>,
+    /// SPEC §10: the workload's Ed25519 signer key (`Debug` shows its name only).
+    pub batch_signing_key: Option<meshaudit_event::workload_key::SignerKey>,
     pub schema: Schema,
     pub batch_max_events: usize,
     pub batch_max_bytes: usize,
@@ -260,6 +262,7 @@ struct RawConfig {
     signing_secret: Option<String>,
     event_key: Option<String>,
     event_key_id: Option<String>,
+    batch_signing_key: Option<String>,
     schema: Option<String>,
     batch_max_events: Option<u64>,
     batch_max_bytes: Option<u64>,
@@ -357,7 +360,13 @@ pub fn parse(json: &[u8], env: &dyn EnvSource) -> Result<Config, ConfigError> {
 }
 
 /// Keys whose values must never appear in an error message.
-const SECRET_KEYS: &[&str] = &["api_key", "signing_secret", "event_key", "redaction_key"];
+const SECRET_KEYS: &[&str] = &[
+    "api_key",
+    "signing_secret",
+    "event_key",
+    "redaction_key",
+    "batch_signing_key",
+];
 
 fn parse_raw(json: &[u8]) -> Result<RawConfig, ConfigError> {
     if json.iter().all(u8::is_ascii_whitespace) {
@@ -503,6 +512,7 @@ fn build(raw: RawConfig, env: &dyn EnvSource) -> Result<Config, ConfigError> {
         .or_else(|| raw.event_key.filter(|s| !s.is_empty()).map(Secret::new))
         .or_else(|| signing_secret.clone());
     let event_key_id = raw.event_key_id.filter(|s| !s.is_empty());
+    let batch_signing_key = batch_signing_key(env, raw.batch_signing_key)?;
 
     let schema = match raw.schema.as_deref() {
         None => Schema::Meshaudit1,
@@ -663,6 +673,7 @@ fn build(raw: RawConfig, env: &dyn EnvSource) -> Result<Config, ConfigError> {
         signing_secret,
         event_key,
         event_key_id,
+        batch_signing_key,
         schema,
         batch_max_events,
         batch_max_bytes,
@@ -693,6 +704,33 @@ fn build(raw: RawConfig, env: &dyn EnvSource) -> Result<Config, ConfigError> {
         is_sensitive: raw.is_sensitive.unwrap_or(false),
         compliance_category: raw.compliance_category.filter(|s| !s.is_empty()),
     })
+}
+
+/// `AUDIT_FORWARD_BATCH_SIGNING_KEY` (wins) or `batch_signing_key`: a signer
+/// key in the SPEC §9 text form. A bad key refuses the configuration naming
+/// the setting and the reason, never the key.
+fn batch_signing_key(
+    env: &dyn EnvSource,
+    from_config: Option<String>,
+) -> Result<Option<meshaudit_event::workload_key::SignerKey>, ConfigError> {
+    let (name, text) = match env
+        .var("AUDIT_FORWARD_BATCH_SIGNING_KEY")
+        .filter(|s| !s.is_empty())
+    {
+        Some(t) => ("AUDIT_FORWARD_BATCH_SIGNING_KEY", t),
+        None => match from_config.filter(|s| !s.is_empty()) {
+            Some(t) => ("batch_signing_key", t),
+            None => return Ok(None),
+        },
+    };
+    meshaudit_event::workload_key::SignerKey::parse(&text)
+        .map(Some)
+        .map_err(|e| {
+            err(
+                name,
+                format!("not a signer key (PRIVATE+KEY+<name>+<id>+<base64>): {e}"),
+            )
+        })
 }
 
 impl Config {
@@ -872,6 +910,40 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn batch_signing_key_is_parsed_and_a_bad_one_is_named_not_shown() {
+        let signer = meshaudit_event::workload_key::SignerKey::from_seed("ns-k1", &[7u8; 32])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let text = signer.to_text();
+        let c = parse(
+            format!(r#"{{"collector_cluster":"c","batch_signing_key":"{text}"}}"#).as_bytes(),
+            &env(&[]),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            c.batch_signing_key.as_ref().map(|k| k.name()),
+            Some("ns-k1")
+        );
+        assert!(!format!("{c:?}").contains(&text[20..]));
+        // One character changed: the key id no longer matches.
+        let bad = text.replacen("ns-k1", "ns-k2", 1);
+        let e = parse_err(&format!(
+            r#"{{"collector_cluster":"c","batch_signing_key":"{bad}"}}"#
+        ));
+        assert_eq!(e.key, "batch_signing_key");
+        assert!(!e.to_string().contains(&bad[20..]), "{e}");
+        match parse(
+            br#"{"collector_cluster":"c"}"#,
+            &env(&[(
+                "AUDIT_FORWARD_BATCH_SIGNING_KEY",
+                "PRIVATE+KEY+x+00000000+AQ==",
+            )]),
+        ) {
+            Ok(_) => panic!("a bad AUDIT_FORWARD_BATCH_SIGNING_KEY was accepted"),
+            Err(e) => assert_eq!(e.key, "AUDIT_FORWARD_BATCH_SIGNING_KEY"),
+        }
     }
 
     #[test]
