@@ -42,6 +42,19 @@ def git(*args: str) -> str:
     return run.stdout.strip() if run.returncode == 0 else ""
 
 
+def public_source(remote: str) -> str:
+    """The origin remote as a public https:// URL for the source label, never with credentials:
+    `git@host:org/repo.git` becomes https://host/org/repo; anything else not http(s) (a local
+    path) gives the default."""
+    m = re.match(r"^(?:ssh://)?git@([^:/]+)[:/](.+?)(?:\.git)?/?$", remote)
+    if m:
+        return f"https://{m.group(1)}/{m.group(2)}"
+    m = re.match(r"^https?://(?:[^@/]*@)?([^/]+)/(.+?)(?:\.git)?/?$", remote)
+    if m:
+        return f"https://{m.group(1)}/{m.group(2)}"
+    return DEFAULT_SOURCE
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--version", required=True, help="release version, x.y.z (semver)")
@@ -78,7 +91,7 @@ def build(args: argparse.Namespace) -> dict:
     epoch = int(os.environ.get("SOURCE_DATE_EPOCH") or git("log", "-1", "--format=%ct") or 0)
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
     revision = args.revision or git("rev-parse", "HEAD") or "unknown"
-    source = args.source_url or git("remote", "get-url", "origin") or DEFAULT_SOURCE
+    source = args.source_url or public_source(git("remote", "get-url", "origin"))
     version = args.version
     labels = {"org.opencontainers.image.source": source, "org.opencontainers.image.version": version,
               "org.opencontainers.image.revision": revision, "org.opencontainers.image.created": created,

@@ -53,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "releas
 
 import licenses  # noqa: E402
 import overlay  # noqa: E402
+import main as release_main  # noqa: E402
 from kustomize import kustomize, obj_name  # noqa: E402
 from policy import collector_container, wasmplugin_problems  # noqa: E402
 from release_collector import serve_problems, umoci_unpack, user_ids, version_problems  # noqa: E402
@@ -287,6 +288,10 @@ def self_tests(report: Report, out: Path, summary: dict) -> None:
             problems.append(f"make release with {why} exited {run.returncode}, want 2 (usage)")
     report.check("self-test: make release refuses a missing or malformed VERSION and a non-https WASM_URL",
                  problems, "detected")
+
+    label = release_main.public_source("https://release-user:s3cret-token@git.example.com/org/meshaudit.git")
+    report.check("self-test: credentials in the origin URL never reach the source label",
+                 [] if label == "https://git.example.com/org/meshaudit" else [f"label would be {label!r}"], "detected")
 
 
 def run(report: Report) -> None:
