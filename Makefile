@@ -8,7 +8,7 @@ export MESHAUDIT_WASM ?= $(abspath dist/meshaudit_filter.wasm)
 export MESHAUDIT_COLLECTOR_BIN ?= $(abspath target/release/meshaudit-collector)
 export PATH := $(abspath $(VENV)/bin):$(PATH)
 
-.PHONY: help setup build wasm test lint unit e2e validate demo bench clean release
+.PHONY: help setup build wasm test lint unit e2e validate demo bench clean release release-version
 
 help:
 	@echo "make demo   - set up, build and run collector + Envoy + filter + upstream with sample traffic"
@@ -45,8 +45,11 @@ test: setup build wasm lint
 	bash scripts/bench.sh --smoke
 
 # VERSION, REGISTRY, WASM_URL, RELEASE_BASE reach scripts/release.sh through the environment.
-release: build wasm
+release: release-version build wasm
 	@bash scripts/release.sh
+
+release-version:  # before the builds: a missing VERSION should not cost a build first
+	@test -n "$(VERSION)" || { echo "usage: make release VERSION=x.y.z [REGISTRY=host/path]" >&2; exit 2; }
 
 demo: build wasm
 	@bash scripts/demo.sh
