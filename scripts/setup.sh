@@ -19,6 +19,8 @@ else
 fi
 # 2. PostgreSQL tools for the throwaway clusters tests start when no server answers.
 command -v pg_config >/dev/null || need_apt+=(postgresql postgresql-contrib)
+# 2a. Debian's Chromium and ChromeDriver: the page tests drive a real headless browser.
+{ [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; } || need_apt+=(chromium chromium-driver)
 # 2b. make release's checks (tests/manifests/release_check.py): skopeo reads and pushes the OCI
 #     archives, umoci unpacks the collector image; ldd/dpkg (libc-bin, dpkg) and CA certificates are base.
 command -v skopeo >/dev/null || need_apt+=(skopeo)
@@ -26,6 +28,9 @@ command -v umoci >/dev/null || need_apt+=(umoci)
 # the CNCF distribution registry, started on loopback by the test to publish to (not as a service)
 command -v docker-registry >/dev/null || need_apt+=(docker-registry)
 [ -f /etc/ssl/certs/ca-certificates.crt ] || need_apt+=(ca-certificates)
+# 2c. Export tests (SPEC §11): a private nats-server -js the tests stop and restart (the
+#     machine's own server on 127.0.0.1:4222 is used as well).
+command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || need_apt+=(nats-server)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   # de-duplicate
