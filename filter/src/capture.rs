@@ -80,14 +80,6 @@ impl Identity {
     fn slot(&mut self, field: IdentityField) -> &mut Option<String> {
         &mut self.values[field.index()]
     }
-
-    fn bytes(&self) -> usize {
-        self.values
-            .iter()
-            .chain(std::iter::once(&self.traceparent))
-            .map(|v| v.as_ref().map_or(0, String::len))
-            .sum()
-    }
 }
 
 /// Where a request header goes.
@@ -252,29 +244,6 @@ pub struct RequestRecord {
     pub request: RequestCapture,
     pub response: ResponseCapture,
     pub log: LogInfo,
-}
-
-impl RequestRecord {
-    /// Approximate bytes this record holds (for `max_buffered_bytes`).
-    pub fn approx_bytes(&self) -> usize {
-        let r = &self.request;
-        let s = |o: &Option<String>| o.as_ref().map_or(0, String::len);
-        let headers =
-            |h: &[(String, String)]| h.iter().map(|(k, v)| k.len() + v.len() + 8).sum::<usize>();
-        512 + r.method.len()
-            + r.scheme.len()
-            + r.authority.len()
-            + r.path.len() * 2
-            + r.identity.bytes()
-            + s(&r.user_agent)
-            + headers(&r.headers)
-            + headers(&self.response.headers)
-            + r.body.as_ref().map_or(0, |b| b.kept.len() * 2)
-            + self.response.body.as_ref().map_or(0, |b| b.kept.len() * 2)
-            + s(&self.log.code_details)
-            + s(&self.log.principal)
-            + s(&self.log.jwt_subject)
-    }
 }
 
 /// The header names one VM looks for, prepared once from the config.

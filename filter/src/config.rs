@@ -757,9 +757,9 @@ impl Config {
             .any(|pattern| media_matches(pattern, &media))
     }
 
-    /// The tick period: often enough for count-triggered flushes and
-    /// backoff, and short so that the events built on one tick stall the
-    /// worker thread only briefly (see [`crate::batch::MAX_RECORDS_PER_FLUSH`]).
+    /// The tick period: often enough that a batch leaves close to its
+    /// `flush_interval_ms` and a retry close to its backoff; a tick that
+    /// finds nothing due costs one VM entry and a clock read.
     pub fn tick_period_ms(&self) -> u64 {
         self.flush_interval_ms.clamp(1, 20)
     }

@@ -2,10 +2,10 @@
 //! the pure [`Vm`] with [`WasmHost`], the [`Host`] over the ABI. Nothing here
 //! decides anything. Every callback answers `Continue`, whatever happens.
 //!
-//! Only the callbacks the filter uses are exported: Envoy skips absent ones,
-//! so a request costs no VM entry for request or response headers (the start
-//! time is Envoy's `request.time`, the headers are read in `on_log` or at the
-//! first body chunk), trailers, connections or queues.
+//! Only the callbacks the filter uses are exported: Envoy skips absent ones
+//! (trailers, connections, queues). The header callbacks are needed for
+//! `capture_bodies` (Envoy shows a header map only during its callback) and
+//! return at once without it; the start time is Envoy's `request.time`.
 #![allow(unsafe_code)]
 
 use crate::batch::Answer;
@@ -136,6 +136,18 @@ pub extern "C" fn proxy_on_done(context_id: u32) -> u32 {
 #[no_mangle]
 pub extern "C" fn proxy_on_delete(context_id: u32) {
     with_vm(|vm| vm.on_delete(context_id));
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_request_headers(context_id: u32, _headers: usize, _eos: u32) -> u32 {
+    with_vm(|vm| vm.on_request_headers(&WasmHost, context_id));
+    0
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_response_headers(context_id: u32, _headers: usize, _eos: u32) -> u32 {
+    with_vm(|vm| vm.on_response_headers(&WasmHost, context_id));
+    0
 }
 
 #[no_mangle]

@@ -15,9 +15,10 @@
 //! then built, hashed, signed and written into the open batch at once (the
 //! response has already left: `on_log` runs when the stream is complete), so
 //! no per-request record waits in memory. With `capture_bodies`, the request
-//! and response headers are read at the first body chunk of their direction
-//! (the content type decides about the body) and chunks are hashed and
-//! copied as they flow.
+//! and response headers are read when they pass (Envoy shows a header map
+//! only during its own callback and in `on_log`; the content type decides
+//! about the body) and chunks are hashed and copied as they flow. Without
+//! it, the header callbacks return at once.
 
 use crate::batch::{parse_answer, Answer, Shipper, MAX_LINE_BYTES};
 use crate::capture::{
@@ -197,6 +198,9 @@ pub struct Vm {
     plugins: ContextMap<Plugin>,
     streams: ContextMap<Stream>,
     connections: Vec<Option<ConnectionFacts>>,
+    /// Whether any plugin of this VM captures bodies (otherwise the header
+    /// callbacks have nothing to do).
+    captures_bodies: bool,
 }
 
 fn ms(ns: u64) -> u64 {
@@ -302,6 +306,7 @@ impl Vm {
             warned_refused: false,
             cfg,
         };
+        self.captures_bodies |= plugin.cfg.enabled && plugin.cfg.capture_bodies;
         self.plugins.insert(context_id, plugin);
         if self.connections.is_empty() {
             self.connections = vec![None; CONNECTION_SLOTS];
@@ -341,16 +346,40 @@ impl Vm {
 
     // ------------------------------------------------------------ requests
 
+    /// Request headers: with `capture_bodies`, the audit decision and the
+    /// body's eligibility are made here, while the map is readable.
+    pub fn on_request_headers(&mut self, host: &impl Host, context_id: u32) {
+        if !self.captures_bodies {
+            return;
+        }
+        let Some((p, s)) = self.stream(context_id) else {
+            return;
+        };
+        if p.cfg.capture_bodies && s.audited.is_none() {
+            open_request(host, p, s);
+        }
+    }
+
+    /// Response headers: with sampled bodies, read while the map is readable.
+    pub fn on_response_headers(&mut self, host: &impl Host, context_id: u32) {
+        if !self.captures_bodies {
+            return;
+        }
+        let Some((p, s)) = self.stream(context_id) else {
+            return;
+        };
+        if s.bodies_sampled && s.audited == Some(true) && !s.response_read {
+            read_response(host, p, s);
+        }
+    }
+
     pub fn on_request_body(&mut self, host: &impl Host, context_id: u32, size: usize) {
         let Some((p, s)) = self.stream(context_id) else {
             return;
         };
         s.request_bytes += size as u64;
-        if !p.cfg.capture_bodies || size == 0 {
+        if size == 0 {
             return;
-        }
-        if s.audited.is_none() {
-            open_request(host, p, s);
         }
         if let Some(body) = s.request.as_mut().and_then(|r| r.body.as_mut()) {
             if let Some(chunk) = host.buffer(BufferType::RequestBody, size) {
@@ -364,18 +393,8 @@ impl Vm {
             return;
         };
         s.response_bytes += size as u64;
-        if !p.cfg.capture_bodies || size == 0 {
+        if size == 0 {
             return;
-        }
-        if s.audited.is_none() {
-            // A request without a body: the decision is made here.
-            open_request(host, p, s);
-        }
-        if !s.bodies_sampled || s.audited != Some(true) {
-            return;
-        }
-        if !s.response_read {
-            read_response(host, p, s);
         }
         if let Some(body) = s.response.body.as_mut() {
             if let Some(chunk) = host.buffer(BufferType::ResponseBody, size) {
@@ -389,6 +408,7 @@ impl Vm {
             plugins,
             streams,
             connections,
+            ..
         } = self;
         let Some(s) = streams.get_mut(&context_id) else {
             return;

@@ -125,3 +125,41 @@ async fn odd_requests_each_yield_one_event_and_no_panic() -> anyhow::Result<()> 
     s.assert_healthy();
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_too_deep_for_the_collector_is_kept_as_text_and_costs_nothing_else(
+) -> anyhow::Result<()> {
+    // Issue 17: 127 levels parse as JSON, but nested in the event they would
+    // pass the collector's 128 and cost the whole batch; the filter keeps
+    // such a body as `{"_raw": …}`.
+    let mut s = Stack::start(json!({"capture_bodies": true, "batch_max_events": 3})).await?;
+    let deep = "{\"a\":".repeat(127) + "1" + &"}".repeat(127);
+    for (path, body) in [
+        ("/before", "{}"),
+        ("/deep", deep.as_str()),
+        ("/after", "{}"),
+    ] {
+        let resp = meshaudit_e2e::http_client()
+            .post(s.envoy.url(path))
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await?;
+        assert_eq!(resp.status().as_u16(), 200);
+    }
+    let events = s.collector.wait_for_events(3, WAIT).await?;
+    let deep_events = events_at(&events, "/deep");
+    assert_eq!(deep_events.len(), 1);
+    assert_eq!(
+        deep_events[0]["eventdata"]["requestpayload"]["_raw"].as_str(),
+        Some(deep.as_str())
+    );
+    assert_eq!(events_at(&events, "/before").len(), 1);
+    assert_eq!(events_at(&events, "/after").len(), 1);
+    assert_eq!(
+        stat(&s.envoy, "meshaudit_events_dropped_rejected").await?,
+        0
+    );
+    s.assert_healthy();
+    Ok(())
+}

@@ -72,7 +72,7 @@ async fn retries_honour_retry_after_and_resign_with_the_same_key() -> anyhow::Re
     let opts = options(
         upstream.port,
         fake.port,
-        json!({"retries": 2, "backoff_ms": 50, "max_backoff_ms": 5000}),
+        json!({"retries": 2, "backoff_ms": 50, "max_backoff_ms": 5000, "max_retry_window_ms": 0}),
     )?;
     let mut envoy = start_envoy(&opts, &[]).await?;
     let resp = http_client().get(envoy.url("/orders/1")).send().await?;
@@ -101,15 +101,23 @@ async fn retries_honour_retry_after_and_resign_with_the_same_key() -> anyhow::Re
         assert_eq!(r.header("x-api-key"), Some("test-api-key"));
         assert_eq!(r.header("content-type"), Some("application/x-ndjson"));
         let ts = r.header("x-signature-ts").unwrap_or("");
+        // SPEC §10 digest scheme, recomputed with Python's json (the
+        // canonical form's reference): SHA-256 of the events' raw hashes.
         let expected = run_python(
-            "import hmac,hashlib,sys; ts=sys.argv[1] if len(sys.argv)>1 else ''; d=sys.stdin.buffer.read(); \
-             t,b=d.split(b'\\n',1); print('sha256='+hmac.new(b'test-signing-secret',t+b'.'+b,hashlib.sha256).hexdigest())",
+            "import hmac,hashlib,json,sys; d=sys.stdin.buffer.read(); t,b=d.split(b'\\n',1)\n\
+             hs=b''\n\
+             for line in b.splitlines():\n\
+             \x20   e=json.loads(line); e.pop('security')\n\
+             \x20   hs+=hashlib.sha256(json.dumps(e,sort_keys=True,separators=(',',':')).encode()).digest()\n\
+             m=t+b'.'+hashlib.sha256(hs).hexdigest().encode()\n\
+             print('sha256='+hmac.new(b'test-signing-secret',m,hashlib.sha256).hexdigest())",
             &[ts.as_bytes(), b"\n", &r.body].concat(),
         )?;
+        assert_eq!(r.header("x-signature-scheme"), Some("digest"));
         assert_eq!(
             r.header("x-signature"),
             Some(expected.trim()),
-            "signed over ts.body"
+            "signed over ts.hex(batch digest)"
         );
     }
     for pair in seen.windows(2) {
@@ -149,7 +157,11 @@ async fn a_collector_hanging_up_answering_500_timing_out_or_refusing_costs_retri
 ) -> anyhow::Result<()> {
     let fake = FakeCollector::start(FakeBehaviour::Close).await?;
     let upstream = Upstream::start().await?;
-    let opts = options(upstream.port, fake.port, json!({"retries": 1}))?;
+    let opts = options(
+        upstream.port,
+        fake.port,
+        json!({"retries": 1, "max_retry_window_ms": 0}),
+    )?;
     let mut envoy = start_envoy(&opts, &[]).await?;
     for i in 0..10 {
         let resp = http_client()
@@ -335,7 +347,7 @@ async fn an_undefined_collector_cluster_is_logged_once_and_drops_are_counted() -
     let opts = options(
         upstream.port,
         free_port()?,
-        json!({"collector_cluster": "no_such_cluster", "retries": 1}),
+        json!({"collector_cluster": "no_such_cluster", "retries": 1, "max_retry_window_ms": 0}),
     )?;
     let mut envoy = start_envoy(&opts, &[]).await?;
     for i in 0..3 {
@@ -360,6 +372,114 @@ async fn an_undefined_collector_cluster_is_logged_once_and_drops_are_counted() -
         1,
         "one warning per VM:\n{log}"
     );
+    assert_healthy(&mut envoy);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_answering_503_for_10_s_loses_nothing() -> anyhow::Result<()> {
+    // Issue 17: `retries` alone (3 retries, backoff ≤ 400 ms here) would give
+    // a batch up within about a second; the default 60 s retry window keeps
+    // it while the buffer has room.
+    let collector = Collector::start(CollectorOptions::default()).await?;
+    let fake = FakeCollector::start(FakeBehaviour::Status(503)).await?;
+    let upstream = Upstream::start().await?;
+    let opts = options(upstream.port, fake.port, json!({"batch_max_events": 5}))?;
+    let mut envoy = start_envoy(&opts, &[]).await?;
+    let outage = std::time::Instant::now();
+    let n = 30;
+    for i in 0..n {
+        let resp = http_client()
+            .get(envoy.url(&format!("/outage/{i}")))
+            .send()
+            .await?;
+        assert_eq!(
+            resp.status().as_u16(),
+            200,
+            "traffic flows during the outage"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(10).saturating_sub(outage.elapsed())).await;
+    fake.set(FakeBehaviour::Forward(collector.port));
+    let during = fake.requests();
+    let first_key = during.first().and_then(|r| r.header("x-idempotency-key"));
+    let first_attempts = during
+        .iter()
+        .filter(|r| r.header("x-idempotency-key") == first_key)
+        .count();
+    assert!(
+        first_attempts > 4,
+        "the first batch was attempted more than `retries` + 1 times: {first_attempts}"
+    );
+    let events = collector.wait_for_events(n, WAIT).await?;
+    assert_eq!(events_at(&events, "/outage/0").len(), 1);
+    let mut paths: Vec<String> = events
+        .iter()
+        .filter_map(|e| e["action"]["name"].as_str().map(str::to_owned))
+        .collect();
+    paths.sort();
+    paths.dedup();
+    assert_eq!(paths.len(), n, "every request's event is stored once");
+    for dropped in [
+        "meshaudit_events_dropped_retries_exhausted",
+        "meshaudit_events_dropped_buffer_full",
+        "meshaudit_events_dropped_rejected",
+    ] {
+        assert_eq!(stat(&envoy, dropped).await?, 0, "{dropped}");
+    }
+    if let (Some(first), Some(last)) = (during.first(), during.last()) {
+        assert!(
+            last.at.duration_since(first.at) >= Duration::from_secs(8),
+            "the outage was retried throughout"
+        );
+    }
+    assert_healthy(&mut envoy);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_the_collector_refuses_costs_that_event_alone() -> anyhow::Result<()> {
+    // Issue 17: a 400 naming a line (SPEC §6) drops that event, counted as
+    // rejected, and the rest of the batch goes again under a new key.
+    let collector = Collector::start(CollectorOptions::default()).await?;
+    let fake =
+        FakeCollector::start(FakeBehaviour::RefuseLineWith("/poison", collector.port)).await?;
+    let upstream = Upstream::start().await?;
+    let opts = options(
+        upstream.port,
+        fake.port,
+        json!({"batch_max_events": 5, "flush_interval_ms": 60000}),
+    )?;
+    let mut envoy = start_envoy(&opts, &[]).await?;
+    for path in ["/ok/1", "/ok/2", "/poison", "/ok/4", "/ok/5"] {
+        let resp = http_client().get(envoy.url(path)).send().await?;
+        assert_eq!(resp.status().as_u16(), 200);
+    }
+    let events = collector.wait_for_events(4, WAIT).await?;
+    wait_stat(&envoy, "meshaudit_events_dropped_rejected", 1, WAIT).await?;
+    assert!(events_at(&events, "/poison").is_empty());
+    for path in ["/ok/1", "/ok/2", "/ok/4", "/ok/5"] {
+        assert_eq!(events_at(&events, path).len(), 1, "{path}");
+    }
+    let seen = fake.requests();
+    assert_eq!(seen.len(), 2, "the batch, then the batch without the line");
+    let lines = |r: &SeenRequest| {
+        r.body
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .count()
+    };
+    assert_eq!((lines(&seen[0]), lines(&seen[1])), (5, 4));
+    assert_ne!(
+        seen[0].header("x-idempotency-key"),
+        seen[1].header("x-idempotency-key"),
+        "a different body gets a new idempotency key"
+    );
+    assert_eq!(seen[1].header("x-signature-scheme"), Some("digest"));
+    wait_stat(&envoy, "meshaudit_batches_ok", 1, WAIT).await?;
+    assert_eq!(stat(&envoy, "meshaudit_events_dropped_rejected").await?, 1);
+    assert_eq!(stat(&envoy, "meshaudit_batches_failed").await?, 0);
     assert_healthy(&mut envoy);
     Ok(())
 }

@@ -215,6 +215,41 @@ pub enum FakeBehaviour {
     Hang,
     /// Answer with these exact bytes (a whole HTTP/1.1 response).
     Raw(&'static str),
+    /// Pass the request to the real collector on this port and relay its answer.
+    Forward(u16),
+    /// Refuse with `400` and SPEC §6's `line` any batch holding a line that
+    /// contains this text (as a collector refusing one line does); forward
+    /// the others to the real collector on the port.
+    RefuseLineWith(&'static str, u16),
+}
+
+/// Replays a request a [`FakeCollector`] read to the real collector on `port`;
+/// the status and body of its answer.
+async fn forward(port: u16, headers: &[(String, String)], body: &[u8]) -> Result<(u16, Vec<u8>)> {
+    let mut req = http_client()
+        .post(format!("http://127.0.0.1:{port}/v1/events"))
+        .body(body.to_vec());
+    for (k, v) in headers {
+        if !matches!(
+            k.as_str(),
+            "host" | "content-length" | "connection" | "transfer-encoding"
+        ) {
+            req = req.header(k.as_str(), v.as_str());
+        }
+    }
+    let resp = req.send().await?;
+    let status = resp.status().as_u16();
+    Ok((status, resp.bytes().await?.to_vec()))
+}
+
+fn http_answer(status: u16, body: &[u8]) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(body);
+    out
 }
 
 /// One request a [`FakeCollector`] saw.
@@ -324,8 +359,8 @@ async fn serve_fake(
         buf.drain(..head_end + len);
         if let Ok(mut s) = seen.lock() {
             s.push(SeenRequest {
-                headers,
-                body,
+                headers: headers.clone(),
+                body: body.clone(),
                 at: std::time::Instant::now(),
             });
         }
@@ -344,6 +379,28 @@ async fn serve_fake(
                     "HTTP/1.1 {code} X\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{{}}"
                 );
                 conn.write_all(answer.as_bytes()).await?;
+            }
+            FakeBehaviour::Forward(port) => {
+                let (status, answer) = forward(port, &headers, &body).await?;
+                conn.write_all(&http_answer(status, &answer)).await?;
+            }
+            FakeBehaviour::RefuseLineWith(marker, port) => {
+                let bad = body
+                    .split(|&b| b == b'\n')
+                    .position(|line| String::from_utf8_lossy(line).contains(marker));
+                let answer = match bad {
+                    Some(i) => http_answer(
+                        400,
+                        json!({"error": "malformed", "message": "refused line", "line": i + 1})
+                            .to_string()
+                            .as_bytes(),
+                    ),
+                    None => {
+                        let (status, answer) = forward(port, &headers, &body).await?;
+                        http_answer(status, &answer)
+                    }
+                };
+                conn.write_all(&answer).await?;
             }
             FakeBehaviour::RetryAfter(code, secs) => {
                 let answer = format!(
