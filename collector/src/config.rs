@@ -77,6 +77,8 @@ pub enum LogFormat {
 pub struct ServeArgs {
     #[command(flatten)]
     pub db: DbArgs,
+    #[command(flatten)]
+    pub log: crate::log::config::LogArgs,
     /// Address to serve on.
     #[arg(long, env = "MESHAUDIT_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: String,
@@ -239,6 +241,8 @@ pub struct TlsFiles {
 /// Validated `serve` settings.
 #[derive(Clone)]
 pub struct Settings {
+    /// The verifiable log (SPEC §9).
+    pub log: crate::log::config::LogSettings,
     pub database_url: String,
     pub listen: SocketAddr,
     pub require_api_key: bool,
@@ -513,6 +517,7 @@ impl ServeArgs {
             }
         };
 
+        let log = self.log.validate(&mut problems);
         let url = self.db.database_url.trim();
         if !(url.starts_with("sqlite:")
             || url.starts_with("postgres://")
@@ -535,6 +540,7 @@ impl ServeArgs {
             return Err(ConfigError { problems });
         }
         Ok(Settings {
+            log,
             database_url: url.to_owned(),
             listen,
             require_api_key,

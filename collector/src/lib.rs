@@ -8,6 +8,7 @@
 //! - [`chain`]: the storage hash chain and its verifier (pure).
 //! - [`store`]: `trait EventStore`, SQLite and PostgreSQL, the group-commit writer.
 //! - [`verify`]: whole-store verification (HTTP and CLI).
+//! - [`log`]: the verifiable log (SPEC §9): Merkle tree, checkpoints, tiles, proofs.
 //! - [`export`]: exporters to webhooks, Splunk HEC and NATS JetStream (SPEC §11).
 //! - [`retain`]: archive and remove old events, leaving an anchor.
 //! - [`search`]: full-text search (`q`) and `GET /v1/stats` counts.
@@ -24,6 +25,7 @@ pub mod config;
 pub mod export;
 pub mod http;
 pub mod intake;
+pub mod log;
 pub mod metrics;
 pub mod prepare;
 pub mod rate_limit;

@@ -4,6 +4,7 @@
 
 pub mod health;
 pub mod ingest;
+pub mod log;
 pub mod read;
 pub mod ui;
 pub mod ui_api;
@@ -30,6 +31,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub rate_limiter: Arc<RateLimiter>,
     pub inflight: Arc<InflightKeys>,
+    /// The verifiable log (SPEC §9) and its checkpointer.
+    pub log: Arc<crate::log::service::LogService>,
     /// `GET /v1/verify`: one run at a time, resuming from the last verified link.
     pub verify_cache: Arc<tokio::sync::Mutex<crate::verify::VerifyCache>>,
 }
@@ -44,7 +47,9 @@ impl AppState {
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (writer, writer_task) =
             Writer::start(store.clone(), metrics.clone(), settings.idemp_ttl_secs);
+        let log = crate::log::service::LogService::start(settings.log.clone(), &store, &metrics);
         let state = Self {
+            log,
             rate_limiter: Arc::new(RateLimiter::new(settings.rate_limit_rps)),
             settings: Arc::new(settings),
             store,
@@ -63,6 +68,7 @@ pub fn router(state: AppState) -> Router {
         .merge(ingest::router())
         .merge(read::router())
         .merge(health::router())
+        .merge(log::router())
         .merge(ui::router())
         .merge(ui_api::router())
         .layer(DefaultBodyLimit::disable())

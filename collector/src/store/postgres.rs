@@ -297,6 +297,8 @@ impl EventStore for PgStore {
             .execute(&mut *tx)
             .await?;
         }
+        // SPEC §9: the Merkle tree grows with the rows, in this transaction (under the lock).
+        crate::log::db::grow_postgres(&mut tx, &plan.rows).await?;
         sqlx::query("UPDATE chain_head SET seq = $1, chain_hash = $2 WHERE singleton = 1")
             .bind(plan.head.seq)
             .bind(&plan.head.chain_hash)

@@ -217,6 +217,8 @@ impl EventStore for SqliteStore {
             );
             qb.build().execute(&mut *tx).await?;
         }
+        // SPEC §9: the Merkle tree grows with the rows, in this transaction.
+        crate::log::db::grow_sqlite(&mut tx, &plan.rows).await?;
         sqlx::query("UPDATE chain_head SET seq = ?, chain_hash = ? WHERE singleton = 1")
             .bind(plan.head.seq)
             .bind(&plan.head.chain_hash)
