@@ -109,6 +109,16 @@ pub struct ServeArgs {
     /// Refuse a whole batch with 422 when one of its events fails verification.
     #[arg(long, env = "AUDIT_RECEIVER_REJECT_UNVERIFIED", default_value = "0")]
     pub reject_unverified: String,
+    /// Workload verifier keys (SPEC §10), comma-separated, for setups without the key registry API.
+    #[arg(long, env = "AUDIT_RECEIVER_BATCH_KEYS")]
+    pub batch_keys: Option<String>,
+    /// Refuse batches without `X-Meshaudit-Batch-Signature` (SPEC §10).
+    #[arg(
+        long,
+        env = "AUDIT_RECEIVER_REQUIRE_BATCH_SIGNATURE",
+        default_value = "0"
+    )]
+    pub require_batch_signature: String,
     /// Largest body accepted, in bytes, on the wire and after decompression.
     #[arg(long, env = "MESHAUDIT_MAX_BODY_BYTES", default_value = "4194304")]
     pub max_body_bytes: String,
@@ -262,6 +272,9 @@ pub struct Settings {
     #[arg(long)]
     pub force: bool,
     pub reject_unverified: bool,
+    /// `AUDIT_RECEIVER_BATCH_KEYS` (public keys: nothing to hide).
+    pub batch_keys: Vec<meshaudit_event::workload_key::VerifierKey>,
+    pub require_batch_signature: bool,
     pub max_body_bytes: usize,
     pub rate_limit_rps: f64,
     pub admin_token: Option<Secret>,
@@ -288,6 +301,8 @@ impl fmt::Debug for Settings {
             .field("idemp_ttl_secs", &self.idemp_ttl_secs)
             .field("event_keys", &self.event_keys)
             .field("reject_unverified", &self.reject_unverified)
+            .field("batch_keys", &self.batch_keys)
+            .field("require_batch_signature", &self.require_batch_signature)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("rate_limit_rps", &self.rate_limit_rps)
             .field("admin_token", &self.admin_token.as_ref().map(|_| "hidden"))
@@ -395,6 +410,16 @@ impl ServeArgs {
             &mut problems,
         );
         let enforce_ts = flag("AUDIT_RECEIVER_ENFORCE_TS", &self.enforce_ts, &mut problems);
+        let require_batch_signature = flag(
+            "AUDIT_RECEIVER_REQUIRE_BATCH_SIGNATURE",
+            &self.require_batch_signature,
+            &mut problems,
+        );
+        let batch_keys = crate::keys::registry::parse_static_keys(self.batch_keys.as_deref())
+            .unwrap_or_else(|p| {
+                problems.push(p);
+                Vec::new()
+            });
         let reject_unverified = flag(
             "AUDIT_RECEIVER_REJECT_UNVERIFIED",
             &self.reject_unverified,
@@ -552,6 +577,8 @@ impl ServeArgs {
             idemp_ttl_secs,
             event_keys,
             reject_unverified,
+            batch_keys,
+            require_batch_signature,
             max_body_bytes,
             rate_limit_rps,
             admin_token,

@@ -11,6 +11,7 @@
 //! - [`log`]: the verifiable log (SPEC §9): Merkle tree, checkpoints, tiles, proofs.
 //! - [`export`]: exporters to webhooks, Splunk HEC and NATS JetStream (SPEC §11).
 //! - [`retain`]: archive and remove old events, leaving an anchor.
+//! - [`keys`]: workload keys (SPEC §10): key registry, batch signatures, batch records.
 //! - [`search`]: full-text search (`q`) and `GET /v1/stats` counts.
 //! - [`http`]: the router, handlers and the API error type.
 //! - [`metrics`]: Prometheus metrics with SPEC §7's names.
@@ -25,6 +26,7 @@ pub mod config;
 pub mod export;
 pub mod http;
 pub mod intake;
+pub mod keys;
 pub mod log;
 pub mod metrics;
 pub mod prepare;

@@ -55,6 +55,8 @@ pub struct PreparedEvent {
     pub verification: Verification,
     pub index: IndexColumns,
     pub source: SourceKind,
+    /// The verified signed batch it came in (SPEC §10), set by [`crate::keys::hook`].
+    pub batch: Option<std::sync::Arc<crate::keys::batch::BatchRecord>>,
 }
 
 /// Prepares one event. Hashing and signature checking are the costly part.
@@ -77,6 +79,7 @@ pub fn prepare(raw: RawEvent, keys: &EventKeys) -> PreparedEvent {
         verification,
         index,
         source,
+        batch: None,
     }
 }
 

@@ -167,7 +167,7 @@ async fn get_event(
     State(app): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<Json<EventItem>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     require_admin(&app, &headers)?;
     let found = app
         .store
@@ -175,7 +175,8 @@ async fn get_event(
         .await
         .map_err(|e| ApiError::store_unavailable(&e))?;
     match found {
-        Some(ev) => Ok(Json(item(ev)?)),
+        // With the `batch` object of a signed batch (SPEC §10).
+        Some(ev) => crate::keys::http::with_batch(&app, item(ev)?).await,
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",

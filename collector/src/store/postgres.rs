@@ -282,6 +282,8 @@ impl EventStore for PgStore {
             .execute(&mut *tx)
             .await?;
         }
+        // SPEC §10: signed batches' records and each new row's link to its batch.
+        crate::keys::postgres::link_batches(&mut tx, &plan.rows, &super::format_time(now)).await?;
         if !plan.idempotency.is_empty() {
             let w = &plan.idempotency;
             sqlx::query(

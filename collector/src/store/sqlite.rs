@@ -201,6 +201,8 @@ impl EventStore for SqliteStore {
             });
             qb.build().execute(&mut *tx).await?;
         }
+        // SPEC §10: signed batches' records and each new row's link to its batch.
+        crate::keys::sqlite::link_batches(&mut tx, &plan.rows, &received_at).await?;
         for chunk in plan.idempotency.chunks(ROWS_PER_STATEMENT) {
             let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
                 "INSERT INTO idempotency (scope, key, body_sha256, answer, expires_us) ",
