@@ -35,6 +35,10 @@ pub async fn verify(args: &VerifyArgs) -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail("verify", format!("{e:#}")),
     };
+    // SPEC §9: a checkpoint kept elsewhere must be contained in the store's tree.
+    if let Some(code) = crate::log::cli::verify_checkpoint(&args.log, &store).await {
+        return code;
+    }
     let total = store.head().await.map(|h| h.seq.max(0) as u64).unwrap_or(0);
     let bar = if std::io::stderr().is_terminal() {
         let bar = indicatif::ProgressBar::new(total);

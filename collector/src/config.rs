@@ -35,6 +35,10 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Print stored events as a table or NDJSON.
     Query(QueryArgs),
+    /// Print a new checkpoint signer key and its verifier key (SPEC §9 note text forms).
+    LogKeygen(crate::log::cli::KeygenArgs),
+    /// Check an event's inclusion proof, or a consistency proof, against signed checkpoints, with no collector or database.
+    VerifyOffline(crate::log::cli::VerifyOfflineArgs),
     /// Archive events received before a date to compressed NDJSON and remove them.
     Retain(RetainArgs),
     /// Manage the exporters: status, replay from a seq, pause, resume (SPEC §11).
@@ -155,6 +159,8 @@ impl fmt::Debug for ServeArgs {
 pub struct VerifyArgs {
     #[command(flatten)]
     pub db: DbArgs,
+    #[command(flatten)]
+    pub log: crate::log::cli::CheckpointArgs,
     /// Where `retain` wrote its archives: each retention anchor is proven by
     /// its archive (SHA-256 and chain); without it anchors are unproven (exit 1).
     #[arg(long, visible_alias = "archive")]

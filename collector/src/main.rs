@@ -72,6 +72,8 @@ fn main() -> ExitCode {
                 init_tracing(args.db.log_format);
                 cli::verify(&args).await
             }
+            Command::LogKeygen(args) => meshaudit_collector::log::cli::keygen(&args),
+            Command::VerifyOffline(args) => meshaudit_collector::log::cli::verify_offline(&args),
             Command::Query(args) => {
                 init_tracing(args.db.log_format);
                 cli::query(&args).await

@@ -92,7 +92,9 @@ async fn checkpoint(
         .map_err(|e| unavailable(e.into()))?
     {
         Some(cp) => Ok(text(cp.note, IMMUTABLE)),
-        None => Err(not_found(format!("no checkpoint of tree size {size} was kept"))),
+        None => Err(not_found(format!(
+            "no checkpoint of tree size {size} was kept"
+        ))),
     }
 }
 
@@ -103,8 +105,11 @@ async fn key(State(app): State<AppState>) -> Result<Response, ApiError> {
 }
 
 fn number(name: &str, v: &str) -> Result<u64, ApiError> {
-    v.parse::<u64>()
-        .map_err(|_| bad(format!("query parameter {name}: expected a whole number ≥ 0, got {v:?}")))
+    v.parse::<u64>().map_err(|_| {
+        bad(format!(
+            "query parameter {name}: expected a whole number ≥ 0, got {v:?}"
+        ))
+    })
 }
 
 #[derive(Serialize)]
@@ -214,13 +219,18 @@ async fn tile(State(app): State<AppState>, Path(path): Path<String>) -> Result<R
     let db = app.log.db().map_err(unavailable)?;
     let size = db.tree_size().await.map_err(|e| unavailable(e.into()))?;
     if !tile_exists(size, &tile) {
-        return Err(not_found(format!("tile {path} is beyond the tree (size {size})")));
+        return Err(not_found(format!(
+            "tile {path} is beyond the tree (size {size})"
+        )));
     }
     let (from, to) = tile.hash_range();
     let mut body = Vec::with_capacity(((to - from) * 34) as usize);
     match tile.kind {
         TileKind::Entries => {
-            let entries = db.entries(from, to).await.map_err(|e| unavailable(e.into()))?;
+            let entries = db
+                .entries(from, to)
+                .await
+                .map_err(|e| unavailable(e.into()))?;
             for (_, h) in &entries {
                 body.extend_from_slice(&32u16.to_be_bytes());
                 body.extend_from_slice(h);

@@ -68,6 +68,7 @@ pub fn router(state: AppState) -> Router {
         .merge(ingest::router())
         .merge(read::router())
         .merge(health::router())
+        .merge(log::router())
         .merge(crate::keys::http::router())
         .merge(log::router())
         .merge(ui::router())

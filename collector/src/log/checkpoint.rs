@@ -28,7 +28,12 @@ pub enum CheckpointError {
 impl Checkpoint {
     /// The note text.
     pub fn body(&self) -> String {
-        format!("{}\n{}\n{}\n", self.origin, self.size, B64.encode(self.root))
+        format!(
+            "{}\n{}\n{}\n",
+            self.origin,
+            self.size,
+            B64.encode(self.root)
+        )
     }
 
     /// Parses a body (extension lines after the root are allowed and ignored).

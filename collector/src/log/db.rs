@@ -43,7 +43,9 @@ fn new_leaves(rows: &[NewRow<'_>]) -> Option<(u64, Vec<Hash>)> {
     let start = u64::try_from(first.seq - 1).ok()?;
     Some((
         start,
-        rows.iter().map(|r| record_hash(&r.event.canonical)).collect(),
+        rows.iter()
+            .map(|r| record_hash(&r.event.canonical))
+            .collect(),
     ))
 }
 
@@ -65,11 +67,13 @@ pub async fn grow_sqlite(
     if size < start {
         // Events committed before the tree existed (an upgraded store):
         // their leaves first, from the stored rows, never skipping one.
-        let rows = sqlx::query("SELECT seq, canonical FROM events WHERE seq > ? AND seq <= ? ORDER BY seq")
-            .bind(size as i64)
-            .bind(start as i64)
-            .fetch_all(&mut *conn)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT seq, canonical FROM events WHERE seq > ? AND seq <= ? ORDER BY seq",
+        )
+        .bind(size as i64)
+        .bind(start as i64)
+        .fetch_all(&mut *conn)
+        .await?;
         let mut missing = Vec::with_capacity(rows.len());
         for (i, r) in rows.iter().enumerate() {
             let seq: i64 = r.try_get("seq")?;
@@ -90,8 +94,10 @@ pub async fn grow_sqlite(
         let rows = if level == 0 {
             sqlx::query("SELECT idx, record_hash AS h FROM log_entries WHERE idx >= ? AND idx < ?")
         } else {
-            sqlx::query("SELECT idx, hash AS h FROM log_nodes WHERE level = ? AND idx >= ? AND idx < ?")
-                .bind(i64::from(level))
+            sqlx::query(
+                "SELECT idx, hash AS h FROM log_nodes WHERE level = ? AND idx >= ? AND idx < ?",
+            )
+            .bind(i64::from(level))
         }
         .bind(from as i64)
         .bind(to as i64)
@@ -104,8 +110,8 @@ pub async fn grow_sqlite(
             loaded.insert((level, idx as u64), h);
         }
     }
-    let mut frontier = Frontier::load(size, &loaded)
-        .map_err(|e| StoreError::Refused(e.to_string()))?;
+    let mut frontier =
+        Frontier::load(size, &loaded).map_err(|e| StoreError::Refused(e.to_string()))?;
     let mut nodes: Vec<NewNode> = Vec::new();
     for h in &hashes {
         frontier.push(h, &mut nodes);
@@ -138,10 +144,7 @@ pub async fn grow_sqlite(
 
 /// Grows the tree by a group's new rows, inside the writer's PostgreSQL
 /// transaction (after `pg_advisory_xact_lock`, so replicas keep one tree).
-pub async fn grow_postgres(
-    conn: &mut PgConnection,
-    rows: &[NewRow<'_>],
-) -> Result<(), StoreError> {
+pub async fn grow_postgres(conn: &mut PgConnection, rows: &[NewRow<'_>]) -> Result<(), StoreError> {
     let Some((start, mut hashes)) = new_leaves(rows) else {
         return Ok(());
     };
@@ -203,8 +206,8 @@ pub async fn grow_postgres(
             loaded.insert((level as u8, idx as u64), h);
         }
     }
-    let mut frontier = Frontier::load(size, &loaded)
-        .map_err(|e| StoreError::Refused(e.to_string()))?;
+    let mut frontier =
+        Frontier::load(size, &loaded).map_err(|e| StoreError::Refused(e.to_string()))?;
     let mut nodes: Vec<NewNode> = Vec::new();
     for h in &hashes {
         frontier.push(h, &mut nodes);

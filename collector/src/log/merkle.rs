@@ -462,7 +462,11 @@ mod tests {
         let mut checked = 0;
         for p in probes["inclusion"].as_array().unwrap() {
             let want_err = p["wantErr"].as_bool().unwrap();
-            let got = match (hash_of(&p["leafHash"]), hash_of(&p["root"]), proof_of(&p["proof"])) {
+            let got = match (
+                hash_of(&p["leafHash"]),
+                hash_of(&p["root"]),
+                proof_of(&p["proof"]),
+            ) {
                 (Some(leaf), Some(root), Some(proof)) => verify_inclusion(
                     p["leafIdx"].as_u64().unwrap(),
                     p["treeSize"].as_u64().unwrap(),
@@ -478,7 +482,11 @@ mod tests {
         for p in probes["consistency"].as_array().unwrap() {
             let want_err = p["wantErr"].as_bool().unwrap();
             let (size1, size2) = (p["size1"].as_u64().unwrap(), p["size2"].as_u64().unwrap());
-            let got = match (hash_of(&p["root1"]), hash_of(&p["root2"]), proof_of(&p["proof"])) {
+            let got = match (
+                hash_of(&p["root1"]),
+                hash_of(&p["root2"]),
+                proof_of(&p["proof"]),
+            ) {
                 // Our roots are typed 32-byte hashes; the one probe with other
                 // "roots" that must pass is equal sizes, no proof, equal bytes.
                 (None, _, Some(proof)) | (_, None, Some(proof))
@@ -490,13 +498,9 @@ mod tests {
                         Err(ProofError::RootMismatch)
                     }
                 }
-                (Some(r1), Some(r2), Some(proof)) => verify_consistency(
-                    size1,
-                    size2,
-                    &r1,
-                    &r2,
-                    &proof,
-                ),
+                (Some(r1), Some(r2), Some(proof)) => {
+                    verify_consistency(size1, size2, &r1, &r2, &proof)
+                }
                 _ => Err(ProofError::RootMismatch),
             };
             assert_eq!(got.is_err(), want_err, "{}", p["file"]);
@@ -507,7 +511,10 @@ mod tests {
         let full = rfc_tree();
         for p in probes["inclusion"].as_array().unwrap() {
             if p["desc"] == "happy path" {
-                let (m, n) = (p["leafIdx"].as_u64().unwrap(), p["treeSize"].as_u64().unwrap());
+                let (m, n) = (
+                    p["leafIdx"].as_u64().unwrap(),
+                    p["treeSize"].as_u64().unwrap(),
+                );
                 if n <= 8 {
                     let ours = inclusion_proof(&full, m, n).unwrap();
                     assert_eq!(Some(ours), proof_of(&p["proof"]), "{}", p["file"]);

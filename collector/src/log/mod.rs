@@ -7,9 +7,11 @@
 //! - [`checkpoint`]: C2SP checkpoint bodies, signed and verified (pure).
 //! - [`db`]: the tree grown inside the writer's transaction, and the read side.
 //! - [`config`]: `MESHAUDIT_LOG_ORIGIN`, `MESHAUDIT_LOG_SIGNING_KEY`, `MESHAUDIT_CHECKPOINT_INTERVAL_MS`.
+//! - [`cli`]: `log-keygen`, `verify-offline`, `verify --checkpoint`.
 //! - [`service`]: the signer key, the checkpointer, proofs from the stored tiles, metrics.
 
 pub mod checkpoint;
+pub mod cli;
 pub mod config;
 pub mod db;
 pub mod merkle;

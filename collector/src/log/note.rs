@@ -101,12 +101,12 @@ pub fn split_note(note: &str) -> Result<(&str, Vec<&str>), NoteError> {
 
 /// `— <name> <base64>` → (name, decoded bytes).
 fn parse_signature_line(line: &str) -> Result<(&str, Vec<u8>), NoteError> {
-    let rest = line
-        .strip_prefix("— ")
-        .ok_or(NoteError::Malformed("a signature line starts with an em dash"))?;
-    let (name, b64) = rest
-        .split_once(' ')
-        .ok_or(NoteError::Malformed("a signature line is: — name signature"))?;
+    let rest = line.strip_prefix("— ").ok_or(NoteError::Malformed(
+        "a signature line starts with an em dash",
+    ))?;
+    let (name, b64) = rest.split_once(' ').ok_or(NoteError::Malformed(
+        "a signature line is: — name signature",
+    ))?;
     if name.is_empty() || name.contains('+') || name.chars().any(char::is_whitespace) {
         return Err(NoteError::Malformed("bad key name in a signature line"));
     }

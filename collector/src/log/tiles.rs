@@ -103,11 +103,7 @@ pub fn parse_tile_path(path: &str) -> Option<TileRef> {
     let mut index: u64 = 0;
     for (i, part) in parts.iter().enumerate() {
         let last = i + 1 == parts.len();
-        let digits = if last {
-            *part
-        } else {
-            part.strip_prefix('x')?
-        };
+        let digits = if last { *part } else { part.strip_prefix('x')? };
         if digits.len() != 3 || !digits.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
@@ -360,7 +356,12 @@ mod tests {
             if i % 9_973 == 0 || i < 600 && i % 7 == 0 {
                 assert_eq!(f.root(), root(&reference, i + 1).unwrap(), "size {}", i + 1);
                 f = Frontier::load(i + 1, &stored).unwrap();
-                assert_eq!(f.root(), root(&reference, i + 1).unwrap(), "reloaded {}", i + 1);
+                assert_eq!(
+                    f.root(),
+                    root(&reference, i + 1).unwrap(),
+                    "reloaded {}",
+                    i + 1
+                );
             }
         }
         // The spec's example: size 70,000 has 273 full level-0 tiles + 112, …
