@@ -70,7 +70,6 @@ pub fn router(state: AppState) -> Router {
         .merge(health::router())
         .merge(log::router())
         .merge(crate::keys::http::router())
-        .merge(log::router())
         .merge(ui::router())
         .merge(ui_api::router())
         .layer(DefaultBodyLimit::disable())
