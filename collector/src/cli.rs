@@ -248,6 +248,18 @@ pub async fn retain(args: &RetainArgs) -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail("retain", format!("{e:#}")),
     };
+    // SPEC §11: what an enabled exporter has not delivered stays, unless --force.
+    let guard = crate::export::guard::check_retain_before(
+        store.as_ref(),
+        &args.db.database_url,
+        cutoff,
+    );
+    if let Err(e) = guard.await {
+        if !args.force {
+            return fail("retain", e);
+        }
+        eprintln!("meshaudit-collector: retain: --force: {e}");
+    }
     match run_retain(store.as_ref(), cutoff, &args.archive, now).await {
         Ok(RetainOutcome::Nothing) => {
             println!("nothing received before {} to remove", cutoff.to_rfc3339());

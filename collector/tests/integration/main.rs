@@ -6,6 +6,10 @@
 
 mod anchors;
 mod durability;
+mod export_nats;
+mod export_splunk;
+mod export_support;
+mod export_webhook;
 mod mobius;
 mod process;
 mod refusals;
