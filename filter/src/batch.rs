@@ -88,13 +88,14 @@ pub fn parse_answer(headers: &[(&[u8], &[u8])], body: impl FnOnce() -> Option<Ve
 
 /// The lines an error body names: `"line": n` or `"lines": [n, …]` (1-based).
 fn named_lines(body: &[u8]) -> Vec<usize> {
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+    use meshaudit_event::Value;
+    let Ok(v) = meshaudit_event::parse(body) else {
         return Vec::new();
     };
-    let as_line = |v: &serde_json::Value| v.as_u64().and_then(|n| usize::try_from(n).ok());
+    let as_line = |v: &Value| v.as_i64().and_then(|n| usize::try_from(n).ok());
     let mut lines: Vec<usize> = match (v.get("line"), v.get("lines")) {
         (Some(n), _) => as_line(n).into_iter().collect(),
-        (None, Some(serde_json::Value::Array(ns))) => ns.iter().filter_map(as_line).collect(),
+        (None, Some(Value::Array(ns))) => ns.iter().filter_map(as_line).collect(),
         _ => Vec::new(),
     };
     lines.retain(|&n| n > 0);
