@@ -84,9 +84,9 @@ fn print_verify_report(report: &VerifyReport, archive_dir: Option<&std::path::Pa
         println!(
             "{what} retention anchor first_kept_seq {} (archive {} sha256 {}): {}",
             a.first_kept_seq,
-            a.archive_name,
-            a.archive_sha256,
-            a.detail.as_deref().unwrap_or("-")
+            terminal_safe(&a.archive_name),
+            terminal_safe(&a.archive_sha256),
+            terminal_safe(a.detail.as_deref().unwrap_or("-"))
         );
     }
     if !report.ok {
@@ -148,6 +148,30 @@ fn event_query(args: &QueryArgs) -> Result<EventQuery, String> {
     })
 }
 
+/// A stored string made safe for a terminal: the events are written by
+/// clients, so control characters (C0, DEL, C1 — an escape sequence can
+/// rewrite the screen or the window title), bidirectional overrides and line
+/// or paragraph separators are shown as `\u{..}` escapes, and `\` as `\\`,
+/// so the output is unambiguous.
+pub fn terminal_safe(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control()
+                || matches!(c, '\u{200e}' | '\u{200f}' | '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') =>
+            {
+                out.push_str(&format!("\\u{{{:x}}}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// One table row: seq, received_at, verified, method, status, path, id.
 fn table_row(e: &StoredEvent) -> String {
     let event = meshaudit_event::value::parse(e.canonical.as_bytes()).ok();
@@ -156,14 +180,19 @@ fn table_row(e: &StoredEvent) -> String {
             .as_ref()
             .and_then(|v| v.pointer(path))
             .map(|v| match v {
-                meshaudit_event::value::Value::String(s) => s.clone(),
-                other => String::from_utf8_lossy(&meshaudit_event::canonical(other)).into_owned(),
+                meshaudit_event::value::Value::String(s) => terminal_safe(s),
+                other => {
+                    terminal_safe(&String::from_utf8_lossy(&meshaudit_event::canonical(other)))
+                }
             })
             .unwrap_or_else(|| "-".to_owned())
     };
     let verified = match e.verified {
         Some(true) => "yes".to_owned(),
-        Some(false) => format!("NO:{}", e.verify_reason.as_deref().unwrap_or("?")),
+        Some(false) => format!(
+            "NO:{}",
+            terminal_safe(e.verify_reason.as_deref().unwrap_or("?"))
+        ),
         None => "-".to_owned(),
     };
     format!(
@@ -174,7 +203,7 @@ fn table_row(e: &StoredEvent) -> String {
         field(&["httpmethod"]),
         field(&["http", "statuscode"]),
         field(&["action", "name"]),
-        e.id
+        terminal_safe(&e.id)
     )
 }
 
@@ -249,11 +278,8 @@ pub async fn retain(args: &RetainArgs) -> ExitCode {
         Err(e) => return fail("retain", format!("{e:#}")),
     };
     // SPEC §11: what an enabled exporter has not delivered stays, unless --force.
-    let guard = crate::export::guard::check_retain_before(
-        store.as_ref(),
-        &args.db.database_url,
-        cutoff,
-    );
+    let guard =
+        crate::export::guard::check_retain_before(store.as_ref(), &args.db.database_url, cutoff);
     if let Err(e) = guard.await {
         if !args.force {
             return fail("retain", e);
@@ -276,5 +302,22 @@ pub async fn retain(args: &RetainArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => fail("retain", e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::terminal_safe;
+
+    #[test]
+    fn table_cells_cannot_drive_the_terminal() {
+        assert_eq!(terminal_safe("/orders/1"), "/orders/1");
+        assert_eq!(terminal_safe("caf\u{e9}"), "caf\u{e9}");
+        assert_eq!(
+            terminal_safe("\u{1b}]0;pwned\u{7}x\r\n\t\\"),
+            "\\u{1b}]0;pwned\\u{7}x\\r\\n\\t\\\\"
+        );
+        assert_eq!(terminal_safe("\u{9b}2J\u{7f}"), "\\u{9b}2J\\u{7f}");
+        assert_eq!(terminal_safe("a\u{202e}b\u{2028}"), "a\\u{202e}b\\u{2028}");
     }
 }

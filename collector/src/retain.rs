@@ -1,10 +1,12 @@
 //! Retention (`retain --before DATE --archive DIR`): the only way rows leave
 //! the store. Events received before the cutoff are checked against the chain,
 //! written to a gzip-compressed NDJSON archive (each line the row with its
-//! `seq`, hashes and the event), fsynced, and then removed in one transaction
-//! that first appends an anchor to `retention_log`: the first kept `seq`, the
-//! chain hash before it and the archive's SHA-256. `verify` starts from the
-//! newest anchor and can re-check the archives.
+//! `seq`, hashes and the event) and fsynced; then an anchor is appended to
+//! `retention_log`: the first kept `seq`, the chain hash before it and the
+//! archive's SHA-256. The rows below the anchor
+//! are then deleted in bounded chunks, each its own short transaction without
+//! the append lock, so ingest keeps being served (an interrupted removal is
+//! finished by the next run). `verify` proves each anchor from its archive.
 
 use crate::chain::{ChainHead, ChainRow, ChainVerifier};
 use crate::store::{format_time, EventStore, RetentionAnchor, StoreError, StoredEvent};
@@ -123,8 +125,21 @@ pub async fn retain(
     dir: &Path,
     now: DateTime<Utc>,
 ) -> Result<RetainOutcome, RetainError> {
+    let newest = store.retention_anchor().await?;
+    if let Some(a) = &newest {
+        // An earlier run recorded its anchor but was stopped while removing
+        // the rows below it (they go in chunks): finish that first.
+        if store
+            .scan(0, 1)
+            .await?
+            .first()
+            .is_some_and(|r| r.seq < a.first_kept_seq)
+        {
+            store.finish_removal(a.first_kept_seq).await?;
+        }
+    }
     let first_kept = store.first_seq_received_from(cutoff).await?;
-    let anchor = match store.retention_anchor().await? {
+    let anchor = match newest {
         Some(a) => a.as_head(),
         None => ChainHead::genesis(),
     };
@@ -145,8 +160,8 @@ pub async fn retain(
         flate2::Compression::default(),
     );
 
+    let mut after = anchor.seq;
     let mut verifier = ChainVerifier::new(anchor);
-    let mut after = 0;
     'pages: loop {
         let rows = store.scan(after, PAGE).await?;
         if rows.is_empty() {

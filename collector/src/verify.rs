@@ -154,8 +154,7 @@ pub async fn verify_store_cached(
                 break 'pages None;
             }
             if let Some(a) = log.iter().find(|a| a.first_kept_seq == row.seq) {
-                if verifier.head() != &a.as_head() && verifier.head().seq == a.first_kept_seq - 1
-                {
+                if verifier.head() != &a.as_head() && verifier.head().seq == a.first_kept_seq - 1 {
                     break 'pages Some(ChainBreak {
                         seq: row.seq,
                         reason: "anchor_mismatch".to_owned(),
@@ -259,11 +258,9 @@ async fn prove_anchors(
             let checked =
                 tokio::task::spawn_blocking(move || check_archive(&dir2, &prev2, &anchor2))
                     .await
-                    .map_err(|e| {
-                        RetainError::Io {
-                            path: dir.clone(),
-                            source: std::io::Error::other(e),
-                        }
+                    .map_err(|e| RetainError::Io {
+                        path: dir.clone(),
+                        source: std::io::Error::other(e),
                     })??;
             match checked {
                 ArchiveCheck::Proven => {
@@ -340,10 +337,7 @@ mod tests {
             head_break(&h(5, "a"), &h(7, "b")).map(|b| (b.seq, b.reason)),
             Some((6, "missing_event".to_owned()))
         );
-        assert_eq!(
-            head_break(&h(5, "a"), &h(3, "b")).map(|b| b.seq),
-            Some(4)
-        );
+        assert_eq!(head_break(&h(5, "a"), &h(3, "b")).map(|b| b.seq), Some(4));
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! replays, `409`s, new rows with `seq = last + 1` and the chain hash, the
 //! idempotency records and the new head, all in that transaction.
 
+pub mod limits;
 pub mod plan;
 pub mod postgres;
 pub mod sqlite;
@@ -32,6 +33,28 @@ pub enum StoreError {
     Refused(String),
     #[error("archive I/O failed: {0}")]
     Io(#[from] std::io::Error),
+    /// The database did not answer within `MESHAUDIT_DB_TIMEOUT_MS` ([`limits`]).
+    #[error("the database did not answer {what} within {after_ms} ms")]
+    Timeout { what: &'static str, after_ms: u64 },
+}
+
+impl StoreError {
+    /// The database is unreachable, hung or overloaded (as opposed to
+    /// refusing this particular write): retrying the same write elsewhere
+    /// in the same moment would only wait again.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Timeout { .. } => true,
+            StoreError::Database(e) => matches!(
+                e,
+                sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::Io(_)
+                    | sqlx::Error::WorkerCrashed
+            ),
+            _ => false,
+        }
+    }
 }
 
 /// The answer to a stored batch (SPEC §6), also what idempotency remembers.
@@ -202,9 +225,52 @@ pub trait EventStore: Send + Sync + 'static {
     async fn retention_log(&self) -> Result<Vec<RetentionAnchor>, StoreError>;
     /// The first `seq` received at or after `cutoff` (head + 1 when none).
     async fn first_seq_received_from(&self, cutoff: DateTime<Utc>) -> Result<i64, StoreError>;
-    /// Records `anchor` and removes every row with `seq < anchor.first_kept_seq`,
-    /// in one transaction; returns how many rows were removed.
-    async fn remove_before(&self, anchor: &RetentionAnchor) -> Result<i64, StoreError>;
+    /// Records `anchor`, then removes every row with `seq < anchor.first_kept_seq`
+    /// in bounded chunks ([`EventStore::finish_removal`]); returns how many rows were removed.
+    async fn remove_before(&self, anchor: &RetentionAnchor) -> Result<i64, StoreError> {
+        self.record_anchor(anchor).await?;
+        self.finish_removal(anchor.first_kept_seq).await
+    }
+    /// Appends `anchor` to `retention_log` in a short transaction under the
+    /// append lock; refused unless it lies beyond every earlier anchor. Rows
+    /// below it may be deleted from then on.
+    async fn record_anchor(&self, _anchor: &RetentionAnchor) -> Result<(), StoreError> {
+        Err(StoreError::Refused(
+            "this store cannot record retention anchors".to_owned(),
+        ))
+    }
+    /// Deletes at most `limit` rows with `seq < first_kept_seq` (already below
+    /// a recorded anchor) in one short transaction that does not take the
+    /// append lock; returns how many.
+    async fn delete_chunk_below(
+        &self,
+        _first_kept_seq: i64,
+        _limit: i64,
+    ) -> Result<i64, StoreError> {
+        Err(StoreError::Refused(
+            "this store cannot remove rows".to_owned(),
+        ))
+    }
+    /// Deletes every row below `first_kept_seq` chunk by chunk, pausing
+    /// between chunks so appends keep their turn; an interrupted run is
+    /// finished by the next `retain`.
+    async fn finish_removal(&self, first_kept_seq: i64) -> Result<i64, StoreError> {
+        let mut removed = 0;
+        loop {
+            let n = self
+                .delete_chunk_below(first_kept_seq, limits::RETAIN_CHUNK_ROWS)
+                .await?;
+            removed += n;
+            if n < limits::RETAIN_CHUNK_ROWS {
+                return Ok(removed);
+            }
+            tokio::time::sleep(limits::RETAIN_CHUNK_PAUSE).await;
+        }
+    }
+    /// How long one append may take before it is answered `503`.
+    fn op_timeout(&self) -> std::time::Duration {
+        limits::DEFAULT_DB_TIMEOUT
+    }
 }
 
 pub type DynStore = Arc<dyn EventStore>;

@@ -6,6 +6,7 @@
 //! leave a gap). Events are partitioned by month of `received_at`, partitions
 //! created ahead ([`EventStore::prepare_partitions`]), plus a DEFAULT one.
 
+use super::limits::{bounded, DbTimeouts};
 use super::plan::{lookups, plan_group};
 use super::{
     format_time, Appended, BatchAnswer, BatchWrite, EventQuery, EventStore, IdempotencyRecord,
@@ -37,19 +38,44 @@ const EVENT_COLUMNS: &str =
 
 pub struct PgStore {
     pool: PgPool,
+    timeouts: DbTimeouts,
     /// When expired idempotency records were last purged (µs since the epoch).
     last_purge_us: AtomicI64,
 }
 
 impl PgStore {
+    /// Connects with the timeouts of `MESHAUDIT_DB_TIMEOUT_MS` ([`DbTimeouts`]).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with(url, DbTimeouts::from_env()?).await
+    }
+
+    /// Every wait is bounded: taking a connection, each statement and lock
+    /// wait (also set per transaction, [`transaction_settings`]), and the
+    /// server ends a transaction left idle (a collector that vanished
+    /// mid-append would otherwise hold the append lock until TCP notices).
+    pub async fn connect_with(url: &str, timeouts: DbTimeouts) -> Result<Self, StoreError> {
         let options = PgConnectOptions::from_str(url)?;
+        let op_ms = timeouts.op_ms();
+        let idle_tx_ms = (timeouts.op * 4)
+            .max(Duration::from_secs(10))
+            .as_millis()
+            .to_string();
         let pool = PgPoolOptions::new()
             .max_connections(10)
-            .acquire_timeout(Duration::from_secs(10))
-            .after_connect(|conn, _meta| {
+            .acquire_timeout(timeouts.op)
+            .after_connect(move |conn, _meta| {
+                let (op_ms, idle_tx_ms) = (op_ms.clone(), idle_tx_ms.clone());
                 Box::pin(async move {
-                    conn.execute("SET synchronous_commit = on").await?;
+                    sqlx::query(
+                        "SELECT set_config('synchronous_commit', 'on', false), \
+                                set_config('statement_timeout', $1, false), \
+                                set_config('lock_timeout', $1, false), \
+                                set_config('idle_in_transaction_session_timeout', $2, false)",
+                    )
+                    .bind(&op_ms)
+                    .bind(&idle_tx_ms)
+                    .execute(&mut *conn)
+                    .await?;
                     Ok(())
                 })
             })
@@ -63,6 +89,7 @@ impl PgStore {
         }
         Ok(Self {
             pool,
+            timeouts,
             last_purge_us: AtomicI64::new(0),
         })
     }
@@ -107,6 +134,24 @@ impl PgStore {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// Per transaction (`SET LOCAL`): durable commits and the timeouts. Behind a
+/// transaction-pooling pgbouncer each transaction may run on another server
+/// connection, where what `after_connect` set for the session does not hold.
+async fn transaction_settings(
+    tx: &mut sqlx::Transaction<'_, Postgres>,
+    timeouts: &DbTimeouts,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "SELECT set_config('synchronous_commit', 'on', true), \
+                set_config('statement_timeout', $1, true), \
+                set_config('lock_timeout', $1, true)",
+    )
+    .bind(timeouts.op_ms())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// `(name, from, to)` of the monthly partition holding `month`.
@@ -187,8 +232,15 @@ impl EventStore for PgStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+        bounded(self.timeouts.op, "a ping", async {
+            sqlx::query("SELECT 1").execute(&self.pool).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    fn op_timeout(&self) -> Duration {
+        self.timeouts.op
     }
 
     async fn append_batches(
@@ -200,6 +252,7 @@ impl EventStore for PgStore {
         let now_us = now.timestamp_micros();
         let expires_us = now_us.saturating_add(idempotency_ttl_secs.saturating_mul(1_000_000));
         let mut tx = self.pool.begin().await?;
+        transaction_settings(&mut tx, &self.timeouts).await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(APPEND_LOCK)
             .execute(&mut *tx)
@@ -327,13 +380,17 @@ impl EventStore for PgStore {
         key: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
-        let row = sqlx::query(
+        // On the ingest path: bounded like the append it precedes.
+        let row = bounded(self.timeouts.op, "an idempotency lookup", async {
+            Ok(sqlx::query(
             "SELECT body_sha256, answer FROM idempotency WHERE scope = $1 AND key = $2 AND expires_us > $3",
         )
         .bind(scope)
         .bind(key)
         .bind(now.timestamp_micros())
         .fetch_optional(&self.pool)
+            .await?)
+        })
         .await?;
         match row {
             None => Ok(None),
@@ -452,12 +509,23 @@ impl EventStore for PgStore {
         }
     }
 
-    async fn remove_before(&self, anchor: &RetentionAnchor) -> Result<i64, StoreError> {
+    async fn record_anchor(&self, anchor: &RetentionAnchor) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
+        transaction_settings(&mut tx, &self.timeouts).await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(APPEND_LOCK)
             .execute(&mut *tx)
             .await?;
+        let newest: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(max(first_kept_seq), 0)::bigint FROM retention_log",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        if anchor.first_kept_seq <= newest {
+            return Err(StoreError::Refused(format!(
+                "another retain recorded an anchor at seq {newest} meanwhile; run retain again"
+            )));
+        }
         sqlx::query(
             "INSERT INTO retention_log (first_kept_seq, prev_chain_hash, archive_sha256, archive_name, removed, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
         )
@@ -469,11 +537,22 @@ impl EventStore for PgStore {
         .bind(&anchor.created_at)
         .execute(&mut *tx)
         .await?;
-        let removed = sqlx::query("DELETE FROM events WHERE seq < $1")
-            .bind(anchor.first_kept_seq)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn delete_chunk_below(&self, first_kept_seq: i64, limit: i64) -> Result<i64, StoreError> {
+        // No append lock: these rows are below the anchor, appends write at the head.
+        let mut tx = self.pool.begin().await?;
+        transaction_settings(&mut tx, &self.timeouts).await?;
+        let removed = sqlx::query(
+            "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE seq < $1 ORDER BY seq LIMIT $2)",
+        )
+        .bind(first_kept_seq)
+        .bind(limit)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
         tx.commit().await?;
         Ok(removed as i64)
     }

@@ -3,6 +3,7 @@
 //! `200`. Appends run under `BEGIN IMMEDIATE`, which serialises writers even
 //! across processes sharing the file.
 
+use super::limits::{bounded, DbTimeouts};
 use super::plan::{lookups, plan_group};
 use super::{
     format_time, Appended, BatchAnswer, BatchWrite, EventQuery, EventStore, IdempotencyRecord,
@@ -30,17 +31,26 @@ const EVENT_COLUMNS: &str =
 
 pub struct SqliteStore {
     pool: SqlitePool,
+    timeouts: DbTimeouts,
     /// When expired idempotency records were last purged (µs since the epoch).
     last_purge_us: AtomicI64,
 }
 
 impl SqliteStore {
+    /// Opens with the timeouts of `MESHAUDIT_DB_TIMEOUT_MS` ([`DbTimeouts`]).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with(url, DbTimeouts::from_env()?).await
+    }
+
+    /// The busy timeout (how long a writer waits for another's lock, e.g.
+    /// `retain` in another process) stays below the filter's 5 s timeout, so
+    /// a locked database answers `503` instead of a hung request.
+    pub async fn connect_with(url: &str, timeouts: DbTimeouts) -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(timeouts.op);
         if let Some(parent) = options.get_filename().parent() {
             if !parent.as_os_str().is_empty() && !parent.exists() {
                 std::fs::create_dir_all(parent)?;
@@ -48,11 +58,12 @@ impl SqliteStore {
         }
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(timeouts.op)
             .connect_with(options)
             .await?;
         Ok(Self {
             pool,
+            timeouts,
             last_purge_us: AtomicI64::new(0),
         })
     }
@@ -110,8 +121,15 @@ impl EventStore for SqliteStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+        bounded(self.timeouts.op, "a ping", async {
+            sqlx::query("SELECT 1").execute(&self.pool).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    fn op_timeout(&self) -> Duration {
+        self.timeouts.op
     }
 
     async fn append_batches(
@@ -247,13 +265,17 @@ impl EventStore for SqliteStore {
         key: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
-        let row = sqlx::query(
+        // On the ingest path: bounded like the append it precedes.
+        let row = bounded(self.timeouts.op, "an idempotency lookup", async {
+            Ok(sqlx::query(
             "SELECT body_sha256, answer FROM idempotency WHERE scope = ? AND key = ? AND expires_us > ?",
         )
         .bind(scope)
         .bind(key)
         .bind(now.timestamp_micros())
         .fetch_optional(&self.pool)
+            .await?)
+        })
         .await?;
         match row {
             None => Ok(None),
@@ -373,8 +395,17 @@ impl EventStore for SqliteStore {
         }
     }
 
-    async fn remove_before(&self, anchor: &RetentionAnchor) -> Result<i64, StoreError> {
+    async fn record_anchor(&self, anchor: &RetentionAnchor) -> Result<(), StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let newest: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(first_kept_seq), 0) FROM retention_log")
+                .fetch_one(&mut *tx)
+                .await?;
+        if anchor.first_kept_seq <= newest {
+            return Err(StoreError::Refused(format!(
+                "another retain recorded an anchor at seq {newest} meanwhile; run retain again"
+            )));
+        }
         sqlx::query(
             "INSERT INTO retention_log (first_kept_seq, prev_chain_hash, archive_sha256, archive_name, removed, created_at) VALUES (?, ?, ?, ?, ?, ?)",
         )
@@ -386,11 +417,20 @@ impl EventStore for SqliteStore {
         .bind(&anchor.created_at)
         .execute(&mut *tx)
         .await?;
-        let removed = sqlx::query("DELETE FROM events WHERE seq < ?")
-            .bind(anchor.first_kept_seq)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn delete_chunk_below(&self, first_kept_seq: i64, limit: i64) -> Result<i64, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let removed = sqlx::query(
+            "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE seq < ? ORDER BY seq LIMIT ?)",
+        )
+        .bind(first_kept_seq)
+        .bind(limit)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
         tx.commit().await?;
         Ok(removed as i64)
     }

@@ -27,6 +27,9 @@ pub enum WriterError {
 #[derive(Clone)]
 pub struct Writer {
     tx: mpsc::Sender<(BatchWrite, Reply)>,
+    /// Longest wait for an answer: a hung database becomes a `503` before the
+    /// filter's 5 s timeout (the store's timeout plus a turn in the queue).
+    deadline: std::time::Duration,
 }
 
 impl Writer {
@@ -38,8 +41,9 @@ impl Writer {
         idempotency_ttl_secs: i64,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(1024);
+        let deadline = store.op_timeout() + std::time::Duration::from_secs(1);
         let task = tokio::spawn(run(store, metrics, idempotency_ttl_secs, rx));
-        (Self { tx }, task)
+        (Self { tx, deadline }, task)
     }
 
     /// Appends one batch; resolves after its transaction committed (or failed).
@@ -49,7 +53,14 @@ impl Writer {
             .send((batch, reply))
             .await
             .map_err(|_| WriterError::Stopped)?;
-        answer.await.map_err(|_| WriterError::Stopped)?
+        // Past the deadline the batch may still be committed (it is then a
+        // duplicate when the filter retries), or skipped if not yet taken.
+        match tokio::time::timeout(self.deadline, answer).await {
+            Ok(outcome) => outcome.map_err(|_| WriterError::Stopped)?,
+            Err(_) => Err(WriterError::Unavailable(
+                "the database did not answer in time".to_owned(),
+            )),
+        }
     }
 }
 
@@ -68,10 +79,16 @@ async fn run(
                 Err(_) => break,
             }
         }
+        // Requests that stopped waiting (deadline passed) were answered 503.
+        group.retain(|(_, reply)| !reply.is_closed());
+        if group.is_empty() {
+            continue;
+        }
         let (batches, replies): (Vec<BatchWrite>, Vec<Reply>) = group.drain(..).unzip();
         match commit(&store, &metrics, &batches, ttl).await {
             Ok(appended) => answer(replies, appended.outcomes.into_iter().map(Ok)),
-            Err(e) if batches.len() > 1 => {
+            // A database that is down or hung would only time out again per batch.
+            Err(e) if batches.len() > 1 && !e.is_unavailable() => {
                 // One bad batch must not fail the others grouped with it:
                 // retry each on its own, so only the culprit gets its 503.
                 tracing::warn!(error = %e, batches = batches.len(), "group commit failed; retrying batch by batch");
@@ -99,7 +116,12 @@ async fn commit(
     ttl: i64,
 ) -> Result<Appended, StoreError> {
     let started = std::time::Instant::now();
-    let result = store.append_batches(batches, Utc::now(), ttl).await;
+    let result = super::limits::bounded(
+        store.op_timeout(),
+        "an append",
+        store.append_batches(batches, Utc::now(), ttl),
+    )
+    .await;
     metrics
         .db_write_seconds
         .observe(started.elapsed().as_secs_f64());

@@ -99,7 +99,11 @@ async fn forged_anchor_sqlite() {
         .await
         .unwrap();
     let gone = sqlx::query(&delete).execute(store.pool()).await.unwrap();
-    assert_eq!(gone.rows_affected(), 5, "the trigger lets the delete through");
+    assert_eq!(
+        gone.rows_affected(),
+        5,
+        "the trigger lets the delete through"
+    );
     assert_unproven(&db.url, db.dir.path());
 }
 
@@ -218,4 +222,123 @@ async fn head_hash_is_compared_postgres() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("first bad seq 4 (head_mismatch)"), "{out}");
     store.pool().close().await;
+}
+
+async fn get_verify(
+    app: &crate::support::InProcess,
+    query: &str,
+    token: Option<&str>,
+) -> (u16, serde_json::Value) {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let mut req = axum::http::Request::get(format!("/v1/verify{query}"));
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let resp = app
+        .router()
+        .oneshot(req.body(axum::body::Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&body).unwrap())
+}
+
+async fn append(store: &SqliteStore, prefix: &str, n: usize) {
+    store
+        .append_batches(
+            &[BatchWrite {
+                events: events(prefix, n),
+                idempotency: None,
+            }],
+            Utc::now(),
+            60,
+        )
+        .await
+        .unwrap();
+}
+
+/// `GET /v1/verify` is never open, resumes from where it last got, reports
+/// unproven anchors, and still sees rows cut off below its watermark.
+#[tokio::test]
+async fn verify_endpoint_needs_a_token_resumes_and_reports_anchors() {
+    let open = crate::support::InProcess::new(&[]).await;
+    let (status, body) = get_verify(&open, "", None).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"], "admin_token_not_configured");
+
+    let app = crate::support::InProcess::new(&["--admin-token", "adm1n"]).await;
+    let (status, _) = get_verify(&app, "", None).await;
+    assert_eq!(status, 401);
+    append(&app.store, "x", 5).await;
+    let (status, r) = get_verify(&app, "", Some("adm1n")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (
+            r["ok"].as_bool(),
+            r["checked"].as_u64(),
+            r["from_seq"].as_i64()
+        ),
+        (Some(true), Some(5), Some(0)),
+        "{r}"
+    );
+    append(&app.store, "y", 3).await;
+    let (_, r) = get_verify(&app, "", Some("adm1n")).await;
+    assert_eq!(
+        (
+            r["ok"].as_bool(),
+            r["checked"].as_u64(),
+            r["from_seq"].as_i64()
+        ),
+        (Some(true), Some(3), Some(5)),
+        "incremental: {r}"
+    );
+    let (_, r) = get_verify(&app, "?full=1", Some("adm1n")).await;
+    assert_eq!(
+        (r["checked"].as_u64(), r["from_seq"].as_i64()),
+        (Some(8), Some(0)),
+        "{r}"
+    );
+    let (status, _) = get_verify(&app, "?full=maybe", Some("adm1n")).await;
+    assert_eq!(status, 400);
+
+    // The forged anchor of item 5.
+    let pool = app.store.pool();
+    let prev: String = sqlx::query_scalar("SELECT chain_hash FROM events WHERE seq = 5")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let (insert, delete) = forge_sql("?");
+    sqlx::query(&insert)
+        .bind(&prev)
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query(&delete).execute(pool).await.unwrap();
+    for query in ["", "?full=1"] {
+        let (_, r) = get_verify(&app, query, Some("adm1n")).await;
+        assert_eq!(r["ok"], false, "{r}");
+        assert_eq!(r["reason"], "unproven_anchor", "{r}");
+        assert_eq!(r["first_bad_seq"], 1, "{r}");
+        assert_eq!(r["anchors"][0]["status"], "unproven", "{r}");
+        assert_eq!(r["anchors"][0]["first_kept_seq"], 6, "{r}");
+    }
+
+    // The newest row cut off together with the head row: below the watermark.
+    let prev7: String = sqlx::query_scalar("SELECT chain_hash FROM events WHERE seq = 7")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    for sql in [
+        "DROP TRIGGER events_no_delete".to_owned(),
+        "DELETE FROM events WHERE seq = 8".to_owned(),
+        format!("UPDATE chain_head SET seq = 7, chain_hash = '{prev7}'"),
+    ] {
+        sqlx::query(&sql).execute(pool).await.unwrap();
+    }
+    let (_, r) = get_verify(&app, "", Some("adm1n")).await;
+    assert_eq!(r["ok"], false, "{r}");
+    assert_eq!(r["reason"], "head_mismatch", "{r}");
+    assert_eq!(r["first_bad_seq"], 8, "{r}");
 }

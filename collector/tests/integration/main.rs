@@ -5,7 +5,9 @@
 //! TLS, commands) and tamper detection.
 
 mod anchors;
+mod blackhole;
 mod durability;
+mod hardening;
 mod export_nats;
 mod export_splunk;
 mod export_support;
