@@ -27,6 +27,9 @@ sed -e "s/port_value: 10000}/port_value: $LISTEN}/" -e "s/port_value: 19901}/por
 
 export AUDIT_RECEIVER_API_KEY="demo-api-key" AUDIT_FORWARD_API_KEY="demo-api-key"
 export AUDIT_RECEIVER_SIGNING_SECRET="demo-signing-secret" AUDIT_FORWARD_SIGNING_SECRET="demo-signing-secret"
+# The read API and the page at /ui/ need this token (a fresh one per demo unless given).
+export MESHAUDIT_ADMIN_TOKEN="${MESHAUDIT_ADMIN_TOKEN:-$(python3 -c 'import secrets; print(secrets.token_urlsafe(18))')}"
+AUTH=(-H "Authorization: Bearer $MESHAUDIT_ADMIN_TOKEN")
 export POD_NAME="checkout-5d8f7c9b4-x2k4q" POD_NAMESPACE="shop" NODE_NAME="node-a" CONTAINER_NAME="checkout" SERVICE_ACCOUNT="checkout"
 
 wait_http() { # url what
@@ -60,10 +63,13 @@ req GET  /status/503 http://127.0.0.1:$LISTEN/status/503
 
 echo "== stored events (GET /v1/events)"
 for _ in $(seq 1 50); do
-  n=$(curl -fsS "http://127.0.0.1:$COLL/v1/events?limit=1000" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["events"]))' 2>/dev/null || echo 0)
+  n=$(curl -fsS "${AUTH[@]}" "http://127.0.0.1:$COLL/v1/events?limit=1000" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["events"]))' 2>/dev/null || echo 0)
   [ "$n" -ge 5 ] && break
   sleep 0.2
 done
-curl -fsS "http://127.0.0.1:$COLL/v1/events?limit=1000" | python3 scripts/demo_show.py
+curl -fsS "${AUTH[@]}" "http://127.0.0.1:$COLL/v1/events?limit=1000" | python3 scripts/demo_show.py
 echo "== chain verification (GET /v1/verify)"
-curl -sS http://127.0.0.1:$COLL/v1/verify; echo
+curl -sS "${AUTH[@]}" http://127.0.0.1:$COLL/v1/verify; echo
+echo "== the auditor's page: http://127.0.0.1:$COLL/ui/  admin token: $MESHAUDIT_ADMIN_TOKEN"
+# On a terminal, keep everything up so the page can be used; stopped on Enter.
+if [ -t 0 ]; then read -r -p "press Enter to stop the demo " _ || true; fi

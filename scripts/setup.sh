@@ -21,6 +21,8 @@ fi
 command -v pg_config >/dev/null || need_apt+=(postgresql postgresql-contrib)
 # 2a. Debian's Chromium and ChromeDriver: the page tests drive a real headless browser.
 { [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; } || need_apt+=(chromium chromium-driver)
+# 2a. Debian's Chromium and ChromeDriver: the page tests drive a real headless browser.
+{ [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; } || need_apt+=(chromium chromium-driver)
 # 2b. make release's checks (tests/manifests/release_check.py): skopeo reads and pushes the OCI
 #     archives, umoci unpacks the collector image; ldd/dpkg (libc-bin, dpkg) and CA certificates are base.
 command -v skopeo >/dev/null || need_apt+=(skopeo)
