@@ -45,6 +45,14 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         match self {
             StoreError::Timeout { .. } => true,
+            StoreError::Database(sqlx::Error::Database(db)) => {
+                let code = db.code().unwrap_or_default();
+                // PostgreSQL lock_timeout / statement_timeout; SQLite BUSY or
+                // LOCKED (extended codes keep the primary one in the low byte).
+                code == "55P03"
+                    || code == "57014"
+                    || code.parse::<u32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6))
+            }
             StoreError::Database(e) => matches!(
                 e,
                 sqlx::Error::PoolTimedOut

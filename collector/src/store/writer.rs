@@ -93,6 +93,9 @@ async fn run(
                 // retry each on its own, so only the culprit gets its 503.
                 tracing::warn!(error = %e, batches = batches.len(), "group commit failed; retrying batch by batch");
                 for (batch, reply) in batches.into_iter().zip(replies) {
+                    if reply.is_closed() {
+                        continue;
+                    }
                     let one = std::slice::from_ref(&batch);
                     let result = commit(&store, &metrics, one, ttl).await;
                     let outcome = result
