@@ -1,6 +1,7 @@
 //! Request authentication as pure functions: API keys (a list, for rotation),
 //! the admin token of the read endpoints, and the idempotency scope. Every
 //! comparison with a secret is constant-time and checks every candidate.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use crate::config::Secret;
 use meshaudit_event::integrity::sha256_hex;
@@ -48,6 +49,7 @@ pub fn idempotency_scope(api_key: Option<&str>) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
 

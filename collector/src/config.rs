@@ -129,9 +129,42 @@ pub struct ServeArgs {
     /// Requests per second allowed per API key (burst: twice the rate); 0 turns it off.
     #[arg(long, env = "MESHAUDIT_RATE_LIMIT_RPS", default_value = "0")]
     pub rate_limit_rps: String,
+    /// Most events in one batch (`413` past it), counted before parsing.
+    #[arg(long, env = "MESHAUDIT_MAX_BATCH_EVENTS", default_value = "5000")]
+    pub max_batch_events: String,
+    /// Body bytes all ingest requests together may hold (`503` + `Retry-After` past it).
+    #[arg(long, env = "MESHAUDIT_MAX_INFLIGHT_BYTES", default_value = "67108864")]
+    pub max_inflight_bytes: String,
+    /// Seconds a client has to send its request headers.
+    #[arg(long, env = "MESHAUDIT_HEADER_READ_TIMEOUT_SEC", default_value = "10")]
+    pub header_read_timeout_sec: String,
+    /// Seconds a client has to send an ingest body (`408` past it).
+    #[arg(long, env = "MESHAUDIT_BODY_READ_TIMEOUT_SEC", default_value = "30")]
+    pub body_read_timeout_sec: String,
+    /// Seconds a connection may stay without reading or writing a byte.
+    #[arg(long, env = "MESHAUDIT_IDLE_TIMEOUT_SEC", default_value = "60")]
+    pub idle_timeout_sec: String,
+    /// Client connections open at once; more are closed as they arrive.
+    #[arg(long, env = "MESHAUDIT_MAX_CONNECTIONS", default_value = "1024")]
+    pub max_connections: String,
+    /// Concurrent HTTP/2 streams per connection.
+    #[arg(long, env = "MESHAUDIT_HTTP2_MAX_STREAMS", default_value = "32")]
+    pub http2_max_streams: String,
+    /// Filter sources (`X-Meshaudit-Source`) tracked in metrics at most.
+    #[arg(long, env = "MESHAUDIT_MAX_SOURCES", default_value = "10000")]
+    pub max_sources: String,
+    /// Seconds after which a silent source is forgotten (its series removed).
+    #[arg(long, env = "MESHAUDIT_SOURCE_TTL_SEC", default_value = "86400")]
+    pub source_ttl_sec: String,
     /// Token for the read and verify endpoints (`Authorization: Bearer …` or `X-Admin-Token`).
     #[arg(long, env = "MESHAUDIT_ADMIN_TOKEN")]
     pub admin_token: Option<String>,
+    /// Where `retain` writes its archives: `GET /v1/verify` proves retention anchors from them.
+    #[arg(long, env = "MESHAUDIT_ARCHIVE_DIR")]
+    pub archive_dir: Option<PathBuf>,
+    /// `GET /v1/verify` accepts retention anchors it cannot prove (reported as `accepted`).
+    #[arg(long, env = "MESHAUDIT_ACCEPT_UNPROVEN_ANCHOR", default_value = "0")]
+    pub accept_unproven_anchor: String,
     /// Exporters (SPEC §11): a JSON array, one object per exporter.
     #[arg(long, env = "MESHAUDIT_EXPORTERS")]
     pub exporters: Option<String>,
@@ -165,15 +198,12 @@ pub struct VerifyArgs {
     /// its archive (SHA-256 and chain); without it anchors are unproven (exit 1).
     #[arg(long, visible_alias = "archive")]
     pub archive_dir: Option<PathBuf>,
+    /// Accept retention anchors whose archive cannot be checked (reported, exit 0).
+    #[arg(long)]
+    pub accept_unproven_anchor: bool,
 }
 
 /// Query filters (SPEC §7 `GET /v1/events`).
-    /// Where `retain` writes its archives: `GET /v1/verify` proves retention anchors from them.
-    #[arg(long, env = "MESHAUDIT_ARCHIVE_DIR")]
-    pub archive_dir: Option<PathBuf>,
-    /// `GET /v1/verify` accepts retention anchors it cannot prove (reported as `accepted`).
-    #[arg(long, env = "MESHAUDIT_ACCEPT_UNPROVEN_ANCHOR", default_value = "0")]
-    pub accept_unproven_anchor: String,
 #[derive(Args, Debug, Clone, Default)]
 pub struct QueryFilterArgs {
     #[arg(long)]
@@ -204,9 +234,6 @@ pub struct QueryFilterArgs {
     pub limit: Option<i64>,
 }
 
-    /// Accept retention anchors whose archive cannot be checked (reported, exit 0).
-    #[arg(long)]
-    pub accept_unproven_anchor: bool,
 #[derive(Args, Debug, Clone)]
 pub struct QueryArgs {
     #[command(flatten)]
@@ -234,6 +261,14 @@ pub struct RetainArgs {
     /// Directory the gzip-compressed NDJSON archive is written to.
     #[arg(long)]
     pub archive: PathBuf,
+    /// Youngest events `retain` may remove: a `--before` later than now minus
+    /// this age is refused (`90s`, `30m`, `24h`, `7d`), so a typo or a future
+    /// date cannot empty the store up to the head.
+    #[arg(long, env = "MESHAUDIT_RETAIN_MIN_AGE", default_value = "24h")]
+    pub min_age: String,
+    /// Remove anyway when `--before` is later than now minus `--min-age`.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// A secret string: its bytes are used as they are (SPEC §5), `Debug` hides them.
@@ -269,21 +304,17 @@ pub struct Settings {
     pub ts_skew_secs: i64,
     pub idemp_ttl_secs: i64,
     pub event_keys: EventKeys,
-    /// Youngest events `retain` may remove: a `--before` later than now minus
-    /// this age is refused (`90s`, `30m`, `24h`, `7d`), so a typo or a future
-    /// date cannot empty the store up to the head.
-    #[arg(long, env = "MESHAUDIT_RETAIN_MIN_AGE", default_value = "24h")]
-    pub min_age: String,
-    /// Remove anyway when `--before` is later than now minus `--min-age`.
-    #[arg(long)]
-    pub force: bool,
     pub reject_unverified: bool,
     /// `AUDIT_RECEIVER_BATCH_KEYS` (public keys: nothing to hide).
     pub batch_keys: Vec<meshaudit_event::workload_key::VerifierKey>,
     pub require_batch_signature: bool,
     pub max_body_bytes: usize,
     pub rate_limit_rps: f64,
+    /// Ingest limits (`MESHAUDIT_MAX_BATCH_EVENTS` …, docs/collector.md).
+    pub limits: IngestLimits,
     pub admin_token: Option<Secret>,
+    pub archive_dir: Option<PathBuf>,
+    pub accept_unproven_anchor: bool,
     pub tls: Option<TlsFiles>,
     pub log_format: LogFormat,
     /// Exporters (SPEC §11); `Debug` of each hides its secrets.
@@ -311,11 +342,47 @@ impl fmt::Debug for Settings {
             .field("require_batch_signature", &self.require_batch_signature)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("rate_limit_rps", &self.rate_limit_rps)
+            .field("limits", &self.limits)
             .field("admin_token", &self.admin_token.as_ref().map(|_| "hidden"))
+            .field("archive_dir", &self.archive_dir)
+            .field("accept_unproven_anchor", &self.accept_unproven_anchor)
             .field("tls", &self.tls)
             .field("log_format", &self.log_format)
             .field("exporters", &self.exporters)
             .finish()
+    }
+}
+
+/// The limits that keep a hostile or careless client from holding the
+/// collector's memory, connections or CPU (issue 17; docs/collector.md
+/// "Ingest limits").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestLimits {
+    pub max_batch_events: usize,
+    pub max_inflight_bytes: usize,
+    pub header_read_timeout: std::time::Duration,
+    pub body_read_timeout: std::time::Duration,
+    pub idle_timeout: std::time::Duration,
+    pub max_connections: usize,
+    pub http2_max_streams: u32,
+    pub max_sources: usize,
+    pub source_ttl_secs: i64,
+}
+
+impl IngestLimits {
+    /// The defaults of the flags, for code that builds settings by hand.
+    pub fn defaults() -> Self {
+        Self {
+            max_batch_events: 5000,
+            max_inflight_bytes: 64 << 20,
+            header_read_timeout: std::time::Duration::from_secs(10),
+            body_read_timeout: std::time::Duration::from_secs(30),
+            idle_timeout: std::time::Duration::from_secs(60),
+            max_connections: 1024,
+            http2_max_streams: 32,
+            max_sources: 10_000,
+            source_ttl_secs: 86_400,
+        }
     }
 }
 
@@ -324,8 +391,6 @@ impl fmt::Debug for Settings {
 #[error("invalid configuration:\n{}", .problems.join("\n"))]
 pub struct ConfigError {
     pub problems: Vec<String>,
-    pub archive_dir: Option<PathBuf>,
-    pub accept_unproven_anchor: bool,
 }
 
 /// `1`/`0`/`true`/`false` (case-insensitive, spaces trimmed).
@@ -355,8 +420,6 @@ pub fn parse_event_keys(s: Option<&str>) -> Result<Vec<(String, Vec<u8>)>, Strin
             Some((id, secret)) if !id.trim().is_empty() && !secret.is_empty() => {
                 Ok((id.trim().to_owned(), secret.as_bytes().to_vec()))
             }
-            .field("archive_dir", &self.archive_dir)
-            .field("accept_unproven_anchor", &self.accept_unproven_anchor)
             _ => Err(
                 "AUDIT_RECEIVER_EVENT_KEYS: every entry must be keyid=secret (an entry is not)"
                     .to_owned(),
@@ -396,6 +459,79 @@ pub fn redact_url(url: &str) -> String {
 }
 
 impl ServeArgs {
+    /// The ingest limits: whole numbers ≥ 1 (seconds for timeouts), and
+    /// room in flight for at least one body of the largest size.
+    fn ingest_limits(&self, max_body_bytes: usize, problems: &mut Vec<String>) -> IngestLimits {
+        let d = IngestLimits::defaults();
+        let mut positive = |name: &str, v: &str, default: u64| -> u64 {
+            match v.trim().parse::<u64>() {
+                Ok(n) if n >= 1 => n,
+                _ => {
+                    problems.push(format!("{name}: expected a whole number ≥ 1, got {v:?}"));
+                    default
+                }
+            }
+        };
+        let secs = std::time::Duration::from_secs;
+        let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        let limits = IngestLimits {
+            max_batch_events: size(positive(
+                "MESHAUDIT_MAX_BATCH_EVENTS",
+                &self.max_batch_events,
+                d.max_batch_events as u64,
+            )),
+            max_inflight_bytes: size(positive(
+                "MESHAUDIT_MAX_INFLIGHT_BYTES",
+                &self.max_inflight_bytes,
+                d.max_inflight_bytes as u64,
+            )),
+            header_read_timeout: secs(positive(
+                "MESHAUDIT_HEADER_READ_TIMEOUT_SEC",
+                &self.header_read_timeout_sec,
+                10,
+            )),
+            body_read_timeout: secs(positive(
+                "MESHAUDIT_BODY_READ_TIMEOUT_SEC",
+                &self.body_read_timeout_sec,
+                30,
+            )),
+            idle_timeout: secs(positive(
+                "MESHAUDIT_IDLE_TIMEOUT_SEC",
+                &self.idle_timeout_sec,
+                60,
+            )),
+            max_connections: size(positive(
+                "MESHAUDIT_MAX_CONNECTIONS",
+                &self.max_connections,
+                d.max_connections as u64,
+            )),
+            http2_max_streams: u32::try_from(positive(
+                "MESHAUDIT_HTTP2_MAX_STREAMS",
+                &self.http2_max_streams,
+                u64::from(d.http2_max_streams),
+            ))
+            .unwrap_or(u32::MAX),
+            max_sources: size(positive(
+                "MESHAUDIT_MAX_SOURCES",
+                &self.max_sources,
+                d.max_sources as u64,
+            )),
+            source_ttl_secs: i64::try_from(positive(
+                "MESHAUDIT_SOURCE_TTL_SEC",
+                &self.source_ttl_sec,
+                86_400,
+            ))
+            .unwrap_or(i64::MAX),
+        };
+        if limits.max_inflight_bytes < max_body_bytes {
+            problems.push(format!(
+                "MESHAUDIT_MAX_INFLIGHT_BYTES: {} is less than MESHAUDIT_MAX_BODY_BYTES ({max_body_bytes}): a body of the largest size could never be admitted",
+                limits.max_inflight_bytes
+            ));
+        }
+        limits
+    }
+
     /// Checks every option; all problems at once, one line each.
     pub fn validate(&self) -> Result<Settings, ConfigError> {
         let mut problems = Vec::new();
@@ -429,6 +565,11 @@ impl ServeArgs {
         let reject_unverified = flag(
             "AUDIT_RECEIVER_REJECT_UNVERIFIED",
             &self.reject_unverified,
+            &mut problems,
+        );
+        let accept_unproven_anchor = flag(
+            "MESHAUDIT_ACCEPT_UNPROVEN_ANCHOR",
+            &self.accept_unproven_anchor,
             &mut problems,
         );
 
@@ -488,16 +629,23 @@ impl ServeArgs {
             1,
             &mut problems,
         ) as usize;
-        let rate_limit_rps = match self.rate_limit_rps.trim().parse::<f64>() {
-            Ok(r) if r.is_finite() && r >= 0.0 => r,
-            _ => {
+        let rate_limit_rps = match self
+            .rate_limit_rps
+            .trim()
+            .parse::<f64>()
+            .map_err(|_| "expected a number".to_owned())
+            .and_then(crate::rate_limit::validate_rate)
+        {
+            Ok(r) => r,
+            Err(why) => {
                 problems.push(format!(
-                    "MESHAUDIT_RATE_LIMIT_RPS: expected a number ≥ 0, got {:?}",
+                    "MESHAUDIT_RATE_LIMIT_RPS: {why}, got {:?}",
                     self.rate_limit_rps
                 ));
                 0.0
             }
         };
+        let limits = self.ingest_limits(max_body_bytes, &mut problems);
 
         let event_keys = match parse_event_keys(self.event_keys.as_deref()) {
             Ok(keys) if keys.is_empty() => EventKeys::new(
@@ -587,16 +735,14 @@ impl ServeArgs {
             require_batch_signature,
             max_body_bytes,
             rate_limit_rps,
+            limits,
             admin_token,
+            archive_dir: self.archive_dir.clone(),
+            accept_unproven_anchor,
             tls,
             log_format: self.db.log_format,
             exporters,
         })
-        let accept_unproven_anchor = flag(
-            "MESHAUDIT_ACCEPT_UNPROVEN_ANCHOR",
-            &self.accept_unproven_anchor,
-            &mut problems,
-        );
     }
 }
 
@@ -685,6 +831,37 @@ mod tests {
     }
 
     #[test]
+    fn absurd_rates_and_limits_stop_start_up() {
+        for rps in ["1e-30", "NaN", "inf", "-1", "x"] {
+            let rate = format!("--rate-limit-rps={rps}");
+            let a = args(&["--api-key", "k", "--signing-secret", "s", &rate]);
+            let err = a.validate().unwrap_err();
+            assert!(
+                err.problems[0].starts_with("MESHAUDIT_RATE_LIMIT_RPS"),
+                "{rps}: {err}"
+            );
+        }
+        let a = args(&[
+            "--api-key",
+            "k",
+            "--signing-secret",
+            "s",
+            "--max-batch-events",
+            "0",
+            "--max-inflight-bytes",
+            "1000",
+            "--idle-timeout-sec",
+            "soon",
+        ]);
+        let err = a.validate().unwrap_err();
+        assert_eq!(err.problems.len(), 3, "{err}");
+        let s = args(&["--api-key", "k", "--signing-secret", "s"])
+            .validate()
+            .unwrap();
+        assert_eq!(s.limits, IngestLimits::defaults());
+    }
+
+    #[test]
     fn booleans() {
         assert_eq!(parse_bool("TRUE"), Some(true));
         assert_eq!(parse_bool(" 0 "), Some(false));
@@ -701,5 +878,3 @@ mod tests {
         assert_eq!(resolve_listen("nowhere"), None);
     }
 }
-            archive_dir: self.archive_dir.clone(),
-            accept_unproven_anchor,

@@ -1,7 +1,8 @@
 //! meshaudit collector: the audit sink of the mesh (SPEC §6, §7).
 //!
 //! - [`config`]: flags and env variables, validated into [`config::Settings`]; `Debug` hides secrets.
-//! - [`intake`]: the ingest body as pure functions: media type, bounded gzip, NDJSON/JSON splitting.
+//! - [`ingest`]: `POST /v1/events`, the SPEC §6 checks in order, one file per step, [`ingest::Refusal`].
+//! - [`lru`]: a map bounded by least-recent use (rate-limit buckets, sources).
 //! - [`prepare`]: one event → canonical JSON, recomputed hash, id, query columns, verification.
 //! - [`auth`]: API keys, admin token, idempotency scope (constant-time).
 //! - [`rate_limit`]: per-key token buckets.
@@ -15,7 +16,7 @@
 //! - [`search`]: full-text search (`q`) and `GET /v1/stats` counts.
 //! - [`http`]: the router, handlers and the API error type.
 //! - [`metrics`]: Prometheus metrics with SPEC §7's names.
-//! - [`server`]: `serve` (TLS, graceful shutdown, head publication).
+//! - [`server`]: `serve` (TLS, graceful shutdown, head publication); [`conn`]: connection limits.
 //! - [`cli`]: the `verify`, `query`, `retain` and `migrate` commands.
 #![forbid(unsafe_code)]
 
@@ -23,9 +24,13 @@ pub mod auth;
 pub mod chain;
 pub mod cli;
 pub mod config;
+pub mod conn;
 pub mod export;
 pub mod http;
-pub mod intake;
+pub mod ingest;
+/// The body functions under their former name (the store's tests use `intake::RawEvent`).
+pub use ingest::body as intake;
+pub mod lru;
 pub mod keys;
 pub mod log;
 pub mod metrics;

@@ -1,26 +1,12 @@
 //! Prometheus metrics with the names and labels of SPEC §7, in one registry
 //! served at `/metrics`. Label values come from small fixed sets, except the
 //! per-source gauges whose `source` is the filter's `namespace/pod`.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts,
     Registry, TextEncoder,
 };
-
-/// Reasons of `audit_events_rejected_total`.
-pub const REJECT_REASONS: [&str; 11] = [
-    "content_type",
-    "too_large",
-    "api_key",
-    "timestamp",
-    "signature",
-    "rate_limited",
-    "malformed",
-    "idempotency_conflict",
-    "id_conflict",
-    "unverified",
-    "store_unavailable",
-];
 
 pub struct Metrics {
     registry: Registry,
@@ -35,6 +21,13 @@ pub struct Metrics {
     pub signature_verification_seconds: Histogram,
     pub db_write_seconds: Histogram,
     pub up: Gauge,
+    /// `X-Meshaudit-Source` values ignored as invalid.
+    pub sources_invalid: IntCounter,
+    pub connections_open: IntGauge,
+    /// Connections closed at once because `MESHAUDIT_MAX_CONNECTIONS` were open.
+    pub connections_refused: IntCounter,
+    /// Body bytes of the ingest requests being processed.
+    pub ingest_inflight_bytes: IntGauge,
 }
 
 impl Metrics {
@@ -107,6 +100,20 @@ impl Metrics {
             ),
         )?;
         let up = Gauge::new("audit_collector_up", "1 while the collector serves")?;
+        let sources_invalid = IntCounter::new(
+            "audit_invalid_source_headers_total",
+            "Batches whose X-Meshaudit-Source is not namespace/pod (the header is ignored)",
+        )?;
+        let connections_open =
+            IntGauge::new("audit_connections_open", "Client connections open now")?;
+        let connections_refused = IntCounter::new(
+            "audit_connections_refused_total",
+            "Connections closed at once because MESHAUDIT_MAX_CONNECTIONS were open",
+        )?;
+        let ingest_inflight_bytes = IntGauge::new(
+            "audit_ingest_inflight_bytes",
+            "Body bytes of the ingest requests being processed (bounded by MESHAUDIT_MAX_INFLIGHT_BYTES)",
+        )?;
         registry.register(Box::new(events_received.clone()))?;
         registry.register(Box::new(events_rejected.clone()))?;
         registry.register(Box::new(events_deduped.clone()))?;
@@ -118,9 +125,13 @@ impl Metrics {
         registry.register(Box::new(signature_verification_seconds.clone()))?;
         registry.register(Box::new(db_write_seconds.clone()))?;
         registry.register(Box::new(up.clone()))?;
+        registry.register(Box::new(sources_invalid.clone()))?;
+        registry.register(Box::new(connections_open.clone()))?;
+        registry.register(Box::new(connections_refused.clone()))?;
+        registry.register(Box::new(ingest_inflight_bytes.clone()))?;
         // Make every fixed label visible at 0 so rates work from the first scrape.
-        for reason in REJECT_REASONS {
-            events_rejected.with_label_values(&[reason]);
+        for reason in crate::ingest::Reason::ALL {
+            events_rejected.with_label_values(&[reason.label()]);
         }
         for source in ["filter", "mobius", "forwarder"] {
             events_received.with_label_values(&[source]);
@@ -144,6 +155,10 @@ impl Metrics {
             signature_verification_seconds,
             db_write_seconds,
             up,
+            sources_invalid,
+            connections_open,
+            connections_refused,
+            ingest_inflight_bytes,
         })
     }
 

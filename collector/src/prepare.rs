@@ -1,6 +1,7 @@
 //! Turns one received event object into what the store keeps (pure): its
 //! canonical JSON, the recomputed hash, its id, the indexed query columns and
 //! the outcome of its hash/signature check.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use crate::intake::RawEvent;
 use meshaudit_event::canonical::canonical;
@@ -61,13 +62,22 @@ pub struct PreparedEvent {
 
 /// Prepares one event. Hashing and signature checking are the costly part.
 pub fn prepare(raw: RawEvent, keys: &EventKeys) -> PreparedEvent {
+    let hash = event_hash(&raw.event);
+    prepare_hashed(raw, hash, keys)
+}
+
+/// [`prepare`] for ingest: an explicit id it cannot store exactly, or one
+/// squatting a derived id, refuses the event ([`check_id`]).
+pub fn prepare_checked(raw: RawEvent, keys: &EventKeys) -> Result<PreparedEvent, IdProblem> {
+    let hash = event_hash(&raw.event);
+    check_id(&raw.event, &hash)?;
+    Ok(prepare_hashed(raw, hash, keys))
+}
+
+fn prepare_hashed(raw: RawEvent, hash: String, keys: &EventKeys) -> PreparedEvent {
     let event = raw.event;
-    let hash = event_hash(&event);
     let verification = verify_event(&event, &hash, keys);
-    let id = match event.get("id") {
-        Some(Value::String(s)) if !s.is_empty() => column_text(s),
-        _ => format!("sha256:{hash}"),
-    };
+    let id = id_column(&event, &hash);
     let index = index_columns(&event);
     let source = source_kind(&event);
     let canonical = canonical(&Value::Object(event));
@@ -80,6 +90,50 @@ pub fn prepare(raw: RawEvent, keys: &EventKeys) -> PreparedEvent {
         index,
         source,
         batch: None,
+    }
+}
+
+/// The prefix of ids derived from the event's own hash.
+pub const DERIVED_ID_PREFIX: &str = "sha256:";
+
+/// The one rule for an event's id column (ingest and the chain verifier): its
+/// `id` when that is a non-empty string, otherwise `"sha256:" + hash`.
+///
+/// Ingest refuses the ids this could not store exactly ([`check_id`]), so the
+/// NUL mapping of [`column_text`] only ever applies to rows stored before.
+pub fn id_column(event: &Map, hash: &str) -> String {
+    match event.get("id") {
+        Some(Value::String(s)) if !s.is_empty() => column_text(s),
+        _ => format!("{DERIVED_ID_PREFIX}{hash}"),
+    }
+}
+
+/// Why an explicit id is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum IdProblem {
+    /// `sha256:` is reserved for ids derived from the event's own hash, so an
+    /// explicit one cannot pre-empt (squat) the id of another, id-less event.
+    #[error(
+        "the id uses the reserved \"sha256:\" prefix but is not \"sha256:\" + this event's hash"
+    )]
+    ReservedPrefix,
+    /// The id column could not hold it exactly (PostgreSQL TEXT has no NUL),
+    /// and a lossy mapping would let distinct ids collide.
+    #[error("the id contains a NUL character")]
+    Nul,
+}
+
+/// Checks an explicit id: stored exactly, and never squatting a derived one.
+pub fn check_id(event: &Map, hash: &str) -> Result<(), IdProblem> {
+    let Some(Value::String(id)) = event.get("id") else {
+        return Ok(());
+    };
+    if id.contains('\0') {
+        return Err(IdProblem::Nul);
+    }
+    match id.strip_prefix(DERIVED_ID_PREFIX) {
+        Some(rest) if rest != hash => Err(IdProblem::ReservedPrefix),
+        _ => Ok(()),
     }
 }
 
@@ -141,6 +195,7 @@ pub fn parse_rfc3339_us(s: &str) -> Option<i64> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
     use meshaudit_event::integrity::seal;
@@ -180,6 +235,31 @@ mod tests {
         assert_eq!(p.id, format!("sha256:{}", p.event_hash));
         assert_eq!(p.canonical, br#"{"event":"ping","ts":1}"#);
         assert_eq!(p.source, SourceKind::Forwarder);
+    }
+
+    #[test]
+    fn explicit_ids_are_exact_and_never_squat_a_derived_one() {
+        let ev = |json: &str| raw(json).event;
+        let plain = ev(r#"{"event":"ping"}"#);
+        let hash = event_hash(&plain);
+        assert_eq!(check_id(&plain, &hash), Ok(()));
+        assert_eq!(id_column(&plain, &hash), format!("sha256:{hash}"));
+        let squat = ev(&format!(r#"{{"id":"sha256:{hash}","event":"other"}}"#));
+        let squat_hash = event_hash(&squat);
+        assert_eq!(
+            check_id(&squat, &squat_hash),
+            Err(IdProblem::ReservedPrefix)
+        );
+        // Its own hash (the id is part of the hashed event, so this only
+        // happens for an event re-sent with the id it was given): fine.
+        let own = ev(&format!(r#"{{"id":"sha256:{hash}"}}"#));
+        assert_eq!(check_id(&own, &hash), Ok(()), "its own hash is allowed");
+        assert_eq!(
+            check_id(&ev(r#"{"id":"a\u0000b"}"#), "h"),
+            Err(IdProblem::Nul)
+        );
+        assert_eq!(check_id(&ev(r#"{"id":"SHA256:x"}"#), "h"), Ok(()));
+        assert_eq!(check_id(&ev(r#"{"id":7}"#), "h"), Ok(()));
     }
 
     #[test]

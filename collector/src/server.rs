@@ -2,8 +2,12 @@
 //! router (plain HTTP, or TLS/mTLS with rustls), publishes the chain head every
 //! minute, and on shutdown stops accepting, lets in-flight batches finish and
 //! get their answer (bounded by [`DRAIN`]), then drains the writer.
+//! Connections are limited in number, idle time, header-read time and HTTP/2
+//! streams ([`crate::conn`], [`http_limits`]).
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use crate::config::{Settings, TlsFiles};
+use crate::config::{IngestLimits, Settings, TlsFiles};
+use crate::conn::LimitAcceptor;
 use crate::http::{router, AppState};
 use crate::metrics::Metrics;
 use crate::store::{self, DynStore};
@@ -79,26 +83,35 @@ pub async fn run_with_store(
     let local = listener
         .local_addr()
         .context("reading the listen address")?;
+    let limits = &settings.limits;
+    let acceptor = LimitAcceptor::new(limits.max_connections, limits.idle_timeout, metrics.clone());
+    // The peer address keys the rate limit when API keys are not required.
+    let service = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     match &settings.tls {
         None => {
             tracing::info!(address = %local, backend = store.backend(), "serving HTTP");
-            axum_server::from_tcp(listener)
+            let mut server = axum_server::from_tcp(listener).acceptor(acceptor);
+            http_limits(server.http_builder(), limits);
+            server
                 .handle(handle)
-                .serve(app.into_make_service())
+                .serve(service)
                 .await
                 .context("serving")?;
         }
         Some(tls) => {
             let config = tls_config(tls)?;
             tracing::info!(address = %local, backend = store.backend(), mtls = tls.client_ca.is_some(), "serving HTTPS");
-            axum_server::from_tcp_rustls(
+            let mut server = axum_server::from_tcp_rustls(
                 listener,
                 axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config)),
             )
-            .handle(handle)
-            .serve(app.into_make_service())
-            .await
-            .context("serving")?;
+            .map(|tls| tls.acceptor(acceptor));
+            http_limits(server.http_builder(), limits);
+            server
+                .handle(handle)
+                .serve(service)
+                .await
+                .context("serving")?;
         }
     }
     head_task.abort();
@@ -113,6 +126,23 @@ pub async fn run_with_store(
     metrics.up.set(0.0);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// hyper's own limits: without a timer its header-read timeout is off.
+fn http_limits(
+    builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    limits: &IngestLimits,
+) {
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_concurrent_streams(limits.http2_max_streams)
+        // A client that stops reading cannot make us buffer much per stream.
+        .max_send_buf_size(256 << 10);
 }
 
 /// The chain head in a log line every minute (and the gauge), so it can be kept

@@ -10,6 +10,9 @@ pub mod ui;
 pub mod ui_api;
 
 use crate::config::Settings;
+use crate::ingest::admission::Admission;
+use crate::ingest::idempotency::InflightKeys;
+use crate::ingest::sources::Sources;
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiter;
 use crate::store::writer::Writer;
@@ -19,8 +22,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde::Serialize;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// Everything a handler needs; cheap to clone.
 #[derive(Clone)]
@@ -33,6 +35,10 @@ pub struct AppState {
     pub inflight: Arc<InflightKeys>,
     /// The verifiable log (SPEC §9) and its checkpointer.
     pub log: Arc<crate::log::service::LogService>,
+    /// `X-Meshaudit-Source`s tracked in metrics.
+    pub sources: Arc<Sources>,
+    /// Body bytes in flight (`MESHAUDIT_MAX_INFLIGHT_BYTES`).
+    pub admission: Arc<Admission>,
     /// `GET /v1/verify`: one run at a time, resuming from the last verified link.
     pub verify_cache: Arc<tokio::sync::Mutex<crate::verify::VerifyCache>>,
 }
@@ -51,6 +57,11 @@ impl AppState {
         let state = Self {
             log,
             rate_limiter: Arc::new(RateLimiter::new(settings.rate_limit_rps)),
+            sources: Arc::new(Sources::new(
+                settings.limits.max_sources,
+                settings.limits.source_ttl_secs,
+            )),
+            admission: Arc::new(Admission::new(settings.limits.max_inflight_bytes)),
             settings: Arc::new(settings),
             store,
             writer,
@@ -144,57 +155,5 @@ impl IntoResponse for ApiError {
             }
         }
         response
-    }
-}
-
-/// Idempotency keys whose first request is still being processed here: a
-/// second request with the same key waits for the first, then answers as a
-/// replay (replicas are serialised by the store's lock instead).
-#[derive(Default)]
-pub struct InflightKeys {
-    keys: Mutex<HashMap<ScopedKey, Arc<tokio::sync::Mutex<()>>>>,
-}
-
-/// (API key scope, idempotency key).
-type ScopedKey = (String, String);
-
-/// Held while a request with an idempotency key is processed.
-pub struct InflightGuard {
-    owner: Arc<InflightKeys>,
-    key: ScopedKey,
-    lock: Arc<tokio::sync::Mutex<()>>,
-    _held: tokio::sync::OwnedMutexGuard<()>,
-}
-
-impl InflightKeys {
-    pub async fn acquire(self: &Arc<Self>, scope: &str, key: &str) -> InflightGuard {
-        let k = (scope.to_owned(), key.to_owned());
-        let lock = {
-            let mut keys = match self.keys.lock() {
-                Ok(g) => g,
-                Err(p) => p.into_inner(),
-            };
-            keys.entry(k.clone()).or_default().clone()
-        };
-        let held = lock.clone().lock_owned().await;
-        InflightGuard {
-            owner: self.clone(),
-            key: k,
-            lock,
-            _held: held,
-        }
-    }
-}
-
-impl Drop for InflightGuard {
-    fn drop(&mut self) {
-        let mut keys = match self.owner.keys.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        // The map, this guard's `lock` and the held guard: nobody else waits.
-        if Arc::strong_count(&self.lock) <= 3 {
-            keys.remove(&self.key);
-        }
     }
 }

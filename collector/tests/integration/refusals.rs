@@ -60,6 +60,8 @@ impl Req {
                 r = r.header(name, v.as_str());
             }
         }
+        // As real clients do (the size is checked from it before reading).
+        r = r.header("content-length", self.body.len());
         r.body(Body::from(self.body.clone())).unwrap()
     }
 }
@@ -585,4 +587,309 @@ async fn digest_scheme_signs_the_recomputed_hashes() {
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer["accepted"], 2);
     assert_eq!(app.stored().await, 4);
+}
+
+// ------------------------------------------------- issue 17: ingest limits
+
+/// A body that yields `first` and then never ends: a stalled client.
+struct Stalled(Option<&'static [u8]>);
+
+impl http_body::Body for Stalled {
+    type Data = axum::body::Bytes;
+    type Error = std::io::Error;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        match self.0.take() {
+            Some(b) => std::task::Poll::Ready(Some(Ok(http_body::Frame::data(
+                axum::body::Bytes::from_static(b),
+            )))),
+            None => std::task::Poll::Pending,
+        }
+    }
+}
+
+/// `req` with a body that never finishes (and `Content-Length` as given).
+fn stalled(req: &Req, content_length: Option<usize>) -> Request<Body> {
+    let mut r = req.build();
+    match content_length {
+        Some(n) => {
+            r.headers_mut().insert("content-length", n.into());
+        }
+        None => {
+            r.headers_mut().remove("content-length");
+        }
+    }
+    let (parts, _) = r.into_parts();
+    Request::from_parts(parts, Body::new(Stalled(Some(b"{\"id\":"))))
+}
+
+/// A hang guard, not a timing assertion: the answer must come without the body.
+async fn answer_without_body(
+    app: &InProcess,
+    req: Request<Body>,
+) -> (StatusCode, serde_json::Value) {
+    let resp = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        app.router().oneshot(req),
+    )
+    .await
+    .expect("answered without waiting for the body")
+    .unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap())
+}
+
+#[tokio::test]
+async fn credentials_and_size_are_checked_before_the_body_is_read() {
+    let app = InProcess::new(&["--max-body-bytes", "2000"]).await;
+    // No key, a body that never ends: 401 at once, nothing read or held.
+    let mut r = Req::signed(EVENT);
+    r.api_key = None;
+    let (status, body) = answer_without_body(&app, stalled(&r, None)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["error"], "api_key");
+    // A Content-Length past the limit: 413 before anything is read.
+    let r = Req::signed(EVENT);
+    let (status, body) = answer_without_body(&app, stalled(&r, Some(2001))).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    // Bad timestamp: also before the body.
+    let mut r = Req::signed(EVENT);
+    r.ts = Some("12".into());
+    let (status, body) = answer_without_body(&app, stalled(&r, None)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["error"], "timestamp");
+    assert_eq!(app.state.metrics.ingest_inflight_bytes.get(), 0);
+    assert_eq!(app.stored().await, 0);
+}
+
+#[tokio::test]
+async fn a_stalled_body_times_out_with_408_and_frees_its_bytes() {
+    let app = InProcess::new(&["--body-read-timeout-sec", "1"]).await;
+    let (status, body) = answer_without_body(&app, stalled(&Req::signed(EVENT), Some(500))).await;
+    assert_eq!(status, StatusCode::REQUEST_TIMEOUT, "{body}");
+    assert_eq!(body["error"], "timeout");
+    assert_eq!(app.state.metrics.ingest_inflight_bytes.get(), 0);
+}
+
+#[tokio::test]
+async fn bytes_in_flight_are_bounded_503_with_retry_after() {
+    let app = InProcess::new(&["--max-body-bytes", "2000", "--max-inflight-bytes", "3000"]).await;
+    // One keyed sender holds 2000 bytes of permits with a body it does not finish.
+    let holder = {
+        let router = app.router();
+        let req = stalled(&Req::signed(EVENT), Some(2000));
+        tokio::spawn(async move { router.oneshot(req).await })
+    };
+    while app.state.metrics.ingest_inflight_bytes.get() < 2000 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // Another batch without Content-Length would need the whole limit: 503.
+    let req = stalled(&Req::signed(EVENT), None);
+    let resp = app.router().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        resp.headers().get("retry-after").unwrap().to_str().unwrap(),
+        "1"
+    );
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(v["error"], "overloaded");
+    // A small one still fits; once the holder goes, everything is free again.
+    let (status, body, _) = send(&app, &Req::signed(EVENT)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    holder.abort();
+    let _ = holder.await;
+    while app.state.metrics.ingest_inflight_bytes.get() != 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(app.state.admission.available(), 3000);
+}
+
+#[tokio::test]
+async fn events_per_batch_are_capped_with_413() {
+    let app = InProcess::new(&["--max-batch-events", "10"]).await;
+    let r = Req::signed(&"{}\n".repeat(11).into_bytes());
+    let err = refused(&app, &r, StatusCode::PAYLOAD_TOO_LARGE, "too_large").await;
+    assert!(err["message"]
+        .as_str()
+        .unwrap()
+        .contains("MESHAUDIT_MAX_BATCH_EVENTS"));
+    let mut r = Req::signed(format!("[{}{{}}]", "{},".repeat(10)).as_bytes());
+    r.content_type = Some("application/json");
+    refused(&app, &r, StatusCode::PAYLOAD_TOO_LARGE, "too_large").await;
+    let body = crate::support::ndjson_events("cap", 10);
+    let (status, answer, _) = send(&app, &Req::signed(&body)).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["accepted"], 10);
+}
+
+/// Issue 17 item 1: a body the filter nested 127 levels deep inside an event
+/// (2–3 levels further in) is one bad line, and the answer names it so the
+/// filter can re-send the batch without it.
+#[tokio::test]
+async fn a_too_deep_event_is_named_by_its_line() {
+    let app = InProcess::new(&[]).await;
+    let deep = format!("{}1{}", "[".repeat(127), "]".repeat(127));
+    let bad =
+        format!("{{\"id\":\"deep\",\"eventdata\":{{\"requestpayload\":{{\"_value\":{deep}}}}}}}");
+    let body = format!("{{\"id\":\"a\"}}\n{bad}\n{{\"id\":\"b\"}}\n");
+    let err = refused(
+        &app,
+        &Req::signed(body.as_bytes()),
+        StatusCode::BAD_REQUEST,
+        "malformed",
+    )
+    .await;
+    assert_eq!(err["line"], 2, "{err}");
+    // The same batch as a JSON array: the element index.
+    let arr = format!("[{{\"id\":\"a\"}},{bad},{{\"id\":\"b\"}}]");
+    let mut r = Req::signed(arr.as_bytes());
+    r.content_type = Some("application/json");
+    let err = refused(&app, &r, StatusCode::BAD_REQUEST, "malformed").await;
+    assert_eq!(err["line"], 1, "{err}");
+    // Re-sent without it: the others are stored.
+    let (status, answer, _) = send(&app, &Req::signed(b"{\"id\":\"a\"}\n{\"id\":\"b\"}\n")).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["accepted"], 2);
+}
+
+/// Issue 17 item 7: `sha256:` ids are the event's own hash or nothing, and
+/// ids are stored exactly (NUL refused rather than mapped).
+#[tokio::test]
+async fn derived_ids_cannot_be_squatted_and_ids_are_exact() {
+    use meshaudit_event::integrity::event_hash;
+    let app = InProcess::new(&[]).await;
+    let victim = b"{\"event\":\"ping\",\"request_id\":\"demo-1\"}";
+    let Value::Object(m) = parse(victim).unwrap() else {
+        unreachable!()
+    };
+    let victim_id = format!("sha256:{}", event_hash(&m));
+    let squat = format!("{{\"id\":\"{victim_id}\",\"event\":\"squat\"}}\n");
+    let err = refused(
+        &app,
+        &Req::signed(squat.as_bytes()),
+        StatusCode::BAD_REQUEST,
+        "malformed",
+    )
+    .await;
+    assert_eq!(err["line"], 1);
+    assert!(
+        err["message"].as_str().unwrap().contains("sha256:"),
+        "{err}"
+    );
+    // The id-less event still gets its derived id.
+    let mut body = victim.to_vec();
+    body.push(b'\n');
+    let (status, answer, _) = send(&app, &Req::signed(&body)).await;
+    assert_eq!(
+        (status, answer["accepted"].clone()),
+        (StatusCode::OK, 1.into())
+    );
+    let stored: String = sqlx::query_scalar("SELECT id FROM events")
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(stored, victim_id);
+    // NUL would collide with U+FFFD in a TEXT column: refused, naming the line.
+    let (status, err, _) = send(
+        &app,
+        &Req::signed(b"{\"id\":\"ok\"}\n{\"id\":\"a\\u0000b\"}\n"),
+    )
+    .await;
+    assert_eq!(
+        (status, err["line"].clone()),
+        (StatusCode::BAD_REQUEST, 2.into()),
+        "{err}"
+    );
+    assert_eq!(app.stored().await, 1, "nothing of the refused batch");
+    let (status, answer, _) = send(&app, &Req::signed(b"{\"id\":\"a\\ufffdb\"}\n")).await;
+    assert_eq!(
+        (status, answer["accepted"].clone()),
+        (StatusCode::OK, 1.into())
+    );
+}
+
+/// Issue 17 item 6: without required keys the bucket is the peer, not the
+/// header a client can rotate.
+#[tokio::test]
+async fn rate_limit_keys_on_identity_not_on_the_header() {
+    let app = InProcess::new(&["--require-api-key", "0", "--rate-limit-rps", "1"]).await;
+    let from = |peer: &str, key: &str| {
+        let mut r = Req::signed(EVENT);
+        r.api_key = Some(key.to_owned());
+        let mut req = r.build();
+        let addr: std::net::SocketAddr = peer.parse().unwrap();
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(addr));
+        req
+    };
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        let resp = app
+            .router()
+            .oneshot(from("10.0.0.1:1000", &format!("rotating-{i}")))
+            .await
+            .unwrap();
+        statuses.push(resp.status());
+    }
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::TOO_MANY_REQUESTS
+        ],
+        "burst 2, then limited whatever X-API-Key says"
+    );
+    let resp = app
+        .router()
+        .oneshot(from("10.0.0.2:1000", "x"))
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::OK,
+        "another peer has its own bucket"
+    );
+}
+
+/// Issue 17 item 4: sources are validated and bounded.
+#[tokio::test]
+async fn sources_are_validated_and_bounded() {
+    let app = InProcess::new(&["--max-sources", "2"]).await;
+    for source in [
+        "shop/api-1",
+        "shop/api-2",
+        "shop/api-3",
+        "Not A Source",
+        "x/../../y",
+    ] {
+        let mut req = Req::signed(EVENT).build();
+        req.headers_mut()
+            .insert("x-meshaudit-source", source.parse().unwrap());
+        req.headers_mut()
+            .insert("x-meshaudit-dropped", "3".parse().unwrap());
+        let resp = app.router().oneshot(req).await.unwrap();
+        assert_eq!(
+            resp.status(),
+            StatusCode::OK,
+            "a bad source header never costs the batch"
+        );
+    }
+    let text = app.state.metrics.render();
+    let series: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("audit_source_last_seen_timestamp_seconds{"))
+        .collect();
+    assert_eq!(series.len(), 2, "{text}");
+    assert!(text.contains("source=\"shop/api-3\""), "{text}");
+    assert!(
+        !text.contains("shop/api-1"),
+        "the least recent is forgotten: {text}"
+    );
+    assert_eq!(app.state.metrics.sources_invalid.get(), 2);
 }
