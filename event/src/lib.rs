@@ -8,6 +8,8 @@
 //! - [`integrity`]: event hash, event signature, batch signature, timestamp window.
 //! - [`line`]: the one-pass sealed-line writer and the keyed-once signer (the
 //!   single producer of event lines; `to_value` + `seal` are its test oracle).
+//! - [`stream`]: a JSON body as its canonical, redacted, pruned payload in one
+//!   pass, without a tree (the tree path is its test oracle).
 //! - [`schema`]: the `meshaudit.http/v1` event, its `meshaudit-1` and `mobius-1`
 //!   wire shapes, and the small pure helpers that fill it (status mapping,
 //!   timestamps, UUIDs).
@@ -22,6 +24,7 @@ pub mod integrity;
 pub mod line;
 pub mod prune;
 pub mod schema;
+pub mod stream;
 pub mod value;
 pub mod workload_key;
 mod value_serde;

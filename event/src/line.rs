@@ -116,6 +116,12 @@ impl<'a> Obj<'a> {
         }
     }
 
+    /// A member whose value is already canonical JSON.
+    fn raw(&mut self, k: &str, canonical: &[u8]) {
+        self.key(k);
+        self.out.extend_from_slice(canonical);
+    }
+
     /// Header maps: string values, empty ones pruned.
     fn headers(&mut self, k: &str, m: &Map) {
         self.nested(k, |o| {
@@ -160,8 +166,17 @@ fn write_http(o: &mut Obj<'_>, h: &HttpSection) {
     o.str("upstreamcluster", &h.upstreamcluster);
 }
 
+/// Payloads already written as canonical, pruned, non-empty objects (e.g.
+/// by [`crate::stream::write_payload`]); they take the place of the event's
+/// `eventdata` payload values.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Payloads<'a> {
+    pub request: Option<&'a [u8]>,
+    pub response: Option<&'a [u8]>,
+}
+
 /// Members sorted before `security`.
-fn write_head(o: &mut Obj<'_>, e: &HttpEvent, full: bool) {
+fn write_head(o: &mut Obj<'_>, e: &HttpEvent, full: bool, payloads: Payloads<'_>) {
     o.nested("action", |a| {
         a.str("method", &e.action.method);
         a.str("name", &e.action.name);
@@ -184,8 +199,14 @@ fn write_head(o: &mut Obj<'_>, e: &HttpEvent, full: bool) {
                 m.opt_bool("responsetruncated", md.responsetruncated);
             }
         });
-        d.value("requestpayload", &e.eventdata.requestpayload);
-        d.value("responsepayload", &e.eventdata.responsepayload);
+        match payloads.request {
+            Some(bytes) => d.raw("requestpayload", bytes),
+            None => d.value("requestpayload", &e.eventdata.requestpayload),
+        }
+        match payloads.response {
+            Some(bytes) => d.raw("responsepayload", bytes),
+            None => d.value("responsepayload", &e.eventdata.responsepayload),
+        }
     });
     if let (true, Some(h)) = (full, &e.http) {
         o.nested("http", |x| write_http(x, h));
@@ -373,11 +394,22 @@ impl LineEncoder {
     /// `schema` with `security` = {hash, signature (with a key), keyid (with
     /// a signature)}; no newline) to `out` and returns the raw event hash.
     pub fn write_line(&mut self, e: &HttpEvent, schema: Schema, out: &mut Vec<u8>) -> [u8; 32] {
+        self.write_line_with(e, schema, Payloads::default(), out)
+    }
+
+    /// [`LineEncoder::write_line`] with pre-written payloads.
+    pub fn write_line_with(
+        &mut self,
+        e: &HttpEvent,
+        schema: Schema,
+        payloads: Payloads<'_>,
+        out: &mut Vec<u8>,
+    ) -> [u8; 32] {
         let full = schema == Schema::Meshaudit1;
         let start = out.len();
         let head_empty = {
             let mut o = Obj::open(out);
-            write_head(&mut o, e, full);
+            write_head(&mut o, e, full, payloads);
             o.empty
         };
         self.tail.clear();

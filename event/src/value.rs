@@ -172,31 +172,31 @@ pub fn parse_with_depth(input: &[u8], max_depth: usize) -> Result<Value, ParseEr
     Ok(v)
 }
 
-struct Parser<'a> {
-    s: &'a [u8],
-    i: usize,
-    max_depth: usize,
+pub(crate) struct Parser<'a> {
+    pub(crate) s: &'a [u8],
+    pub(crate) i: usize,
+    pub(crate) max_depth: usize,
 }
 
 impl Parser<'_> {
-    fn err(&self, kind: ParseErrorKind) -> ParseError {
+    pub(crate) fn err(&self, kind: ParseErrorKind) -> ParseError {
         ParseError {
             kind,
             offset: self.i,
         }
     }
 
-    fn peek(&self) -> Option<u8> {
+    pub(crate) fn peek(&self) -> Option<u8> {
         self.s.get(self.i).copied()
     }
 
-    fn skip_ws(&mut self) {
+    pub(crate) fn skip_ws(&mut self) {
         while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
             self.i += 1;
         }
     }
 
-    fn expect_literal(&mut self, lit: &[u8], v: Value) -> Result<Value, ParseError> {
+    pub(crate) fn expect_literal(&mut self, lit: &[u8], v: Value) -> Result<Value, ParseError> {
         if self.s[self.i..].starts_with(lit) {
             self.i += lit.len();
             Ok(v)
@@ -290,7 +290,7 @@ impl Parser<'_> {
         }
     }
 
-    fn number(&mut self) -> Result<Value, ParseError> {
+    pub(crate) fn number(&mut self) -> Result<Value, ParseError> {
         let start = self.i;
         let digits = |p: &mut Self| {
             let s = p.i;
@@ -371,7 +371,7 @@ impl Parser<'_> {
         Ok(v)
     }
 
-    fn string(&mut self) -> Result<String, ParseError> {
+    pub(crate) fn string(&mut self) -> Result<String, ParseError> {
         self.i += 1; // opening quote
         let mut out: Vec<u8> = Vec::new();
         loop {

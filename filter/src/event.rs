@@ -15,7 +15,7 @@
 use crate::capture::{traceparent_trace_id, BodyCapture, RequestRecord};
 use crate::config::{Config, IdentityField};
 use crate::redact::{form_decode, Redactor};
-use meshaudit_event::line::{LineEncoder, Signer};
+use meshaudit_event::line::{LineEncoder, Payloads, Signer};
 use meshaudit_event::schema::{
     format_timestamp, http_status_for_grpc, new_uuid_v4, severity_for, status_for, HttpSection,
 };
@@ -124,6 +124,35 @@ pub fn payload(body: &BodyCapture, redactor: &Redactor) -> Option<Value> {
     Some(v)
 }
 
+/// The payload of a body as canonical JSON, as [`payload`] would write it:
+/// a JSON body in one pass without a tree
+/// ([`meshaudit_event::stream::write_payload`]); forms, text and bodies
+/// that are not UTF-8 through the tree. `None` for an empty payload.
+pub fn payload_bytes(body: &BodyCapture, redactor: &Redactor) -> Option<Vec<u8>> {
+    if body.encoded || body.kept.is_empty() {
+        return None;
+    }
+    if body.media != "application/x-www-form-urlencoded" && std::str::from_utf8(&body.kept).is_ok()
+    {
+        let mut out = Vec::with_capacity(body.kept.len() + 16);
+        match meshaudit_event::stream::write_payload(
+            &body.kept,
+            MAX_PAYLOAD_DEPTH,
+            redactor,
+            &mut out,
+        ) {
+            Ok(true) => return Some(out),
+            Ok(false) => return None,
+            // Not JSON (or too deep): `_raw`, through the tree.
+            Err(_) => {}
+        }
+    }
+    match payload(body, redactor)? {
+        Value::Object(m) if m.is_empty() => None,
+        v => Some(meshaudit_event::canonical(&v)),
+    }
+}
+
 /// Form fields: one value a string, a repeated field an array of strings.
 fn form_object(text: &str) -> Value {
     let mut m = Map::new();
@@ -145,7 +174,28 @@ fn form_object(text: &str) -> Value {
     Value::Object(m)
 }
 
-/// Builds the event (not yet sealed) for `rec`.
+/// An event and its payloads, already written as canonical JSON.
+#[derive(Debug, Clone)]
+pub struct Built {
+    pub event: HttpEvent,
+    pub request_payload: Option<Vec<u8>>,
+    pub response_payload: Option<Vec<u8>>,
+}
+
+/// Builds the event for `rec` with its payloads written in one pass each
+/// ([`payload_bytes`]): what the filter ships.
+pub fn build(
+    rec: RequestRecord,
+    cfg: &Config,
+    workload: &Workload,
+    redactor: &Redactor,
+    random: [u8; 16],
+) -> Built {
+    assemble(rec, cfg, workload, redactor, random, false)
+}
+
+/// Builds the event (not yet sealed) for `rec` with its payloads as JSON
+/// trees ([`payload`]): the reference [`build`] is tested against.
 pub fn build_event(
     rec: RequestRecord,
     cfg: &Config,
@@ -153,6 +203,18 @@ pub fn build_event(
     redactor: &Redactor,
     random: [u8; 16],
 ) -> HttpEvent {
+    assemble(rec, cfg, workload, redactor, random, true).event
+}
+
+fn assemble(
+    rec: RequestRecord,
+    cfg: &Config,
+    workload: &Workload,
+    redactor: &Redactor,
+    random: [u8; 16],
+    tree: bool,
+) -> Built {
+    let mut payloads = (None, None);
     let RequestRecord {
         request: mut req,
         response: mut resp,
@@ -234,7 +296,11 @@ pub fn build_event(
         md.requestbodybytes = Some(b.total);
         md.requestbodysha256 = Some(b.sha256_hex());
         md.requestencoded = b.encoded.then_some(true);
-        e.eventdata.requestpayload = payload(b, redactor);
+        if tree {
+            e.eventdata.requestpayload = payload(b, redactor);
+        } else {
+            payloads.0 = payload_bytes(b, redactor);
+        }
     }
     let md = &mut e.eventdata.metadata;
     if let Some(b) = &resp.body {
@@ -242,7 +308,11 @@ pub fn build_event(
         md.responsebodybytes = Some(b.total);
         md.responsebodysha256 = Some(b.sha256_hex());
         md.responseencoded = b.encoded.then_some(true);
-        e.eventdata.responsepayload = payload(b, redactor);
+        if tree {
+            e.eventdata.responsepayload = payload(b, redactor);
+        } else {
+            payloads.1 = payload_bytes(b, redactor);
+        }
     }
 
     let headers = |list: Vec<(String, String)>| -> Map {
@@ -270,7 +340,11 @@ pub fn build_event(
         responseflags: non_empty(&response_flags_text(log.response_flags)),
         codedetails: log.code_details,
     });
-    e
+    Built {
+        event: e,
+        request_payload: payloads.0,
+        response_payload: payloads.1,
+    }
 }
 
 fn non_empty(s: &str) -> Option<String> {
@@ -286,25 +360,38 @@ pub fn sealed_line(event: &HttpEvent, cfg: &Config, signer: &Signer) -> Vec<u8> 
     meshaudit_event::line::sealed_line(event, cfg.schema, signer)
 }
 
-/// Appends the sealed line of `event` to `out` and returns its raw hash; a
+/// Appends the sealed line of `built` to `out` and returns its raw hash; a
 /// line longer than `max_line` is written again without payloads (the
 /// evidence fields stay); `None` (nothing appended) when even that is too
 /// long.
 pub fn write_line(
-    mut event: HttpEvent,
+    built: Built,
     schema: meshaudit_event::Schema,
     encoder: &mut LineEncoder,
     max_line: usize,
     out: &mut Vec<u8>,
 ) -> Option<[u8; 32]> {
+    let Built {
+        mut event,
+        request_payload,
+        response_payload,
+    } = built;
     let start = out.len();
-    let hash = encoder.write_line(&event, schema, out);
+    let payloads = Payloads {
+        request: request_payload.as_deref(),
+        response: response_payload.as_deref(),
+    };
+    let hash = encoder.write_line_with(&event, schema, payloads, out);
     if out.len() - start <= max_line {
         return Some(hash);
     }
     out.truncate(start);
     let d = &mut event.eventdata;
-    if d.requestpayload.is_none() && d.responsepayload.is_none() {
+    let had_payload = d.requestpayload.is_some()
+        || d.responsepayload.is_some()
+        || request_payload.is_some()
+        || response_payload.is_some();
+    if !had_payload {
         return None;
     }
     d.requestpayload = None;
@@ -619,10 +706,11 @@ mod tests {
         let c = cfg(r#"{"collector_cluster":"c","capture_bodies":true,"signing_secret":"k"}"#);
         let big = format!("{{\"blob\":\"{}\"}}", "x".repeat(5000));
         let rec = record(&c, big.as_bytes(), b"{}");
-        let ev = build_event(rec, &c, &workload(), &Redactor::new(&c), [1; 16]);
+        let built = build(rec, &c, &workload(), &Redactor::new(&c), [1; 16]);
+        assert!(built.request_payload.is_some());
         let mut enc = LineEncoder::new(signer(&c));
         let mut out = b"x\n".to_vec();
-        let hash = write_line(ev.clone(), c.schema, &mut enc, 2000, &mut out);
+        let hash = write_line(built.clone(), c.schema, &mut enc, 2000, &mut out);
         let v = line_value(&out[2..]);
         assert!(v.pointer(&["eventdata", "requestpayload"]).is_none());
         assert_eq!(
@@ -636,8 +724,64 @@ mod tests {
         );
         // Too large even without payloads: nothing is written.
         let len = out.len();
-        assert_eq!(write_line(ev, c.schema, &mut enc, 100, &mut out), None);
+        assert_eq!(write_line(built, c.schema, &mut enc, 100, &mut out), None);
         assert_eq!(out.len(), len);
+    }
+
+    #[test]
+    fn one_pass_payloads_write_the_same_line_as_the_tree() {
+        let bodies: &[(&str, &[u8])] = &[
+            (
+                "application/json",
+                br#"{"item":"book","password":"pw","nested":{"Token":[1,{"a":null}]},"e":""}"#,
+            ),
+            (
+                "application/json",
+                br#" {"b":2.50,"a":[1E2,-0,{}],"b":1e-7,"caf\u00e9":"\ud83d\ude00"} "#,
+            ),
+            ("application/json", br#"[1,{"token":{"x":1}}]"#),
+            ("application/json", b"null"),
+            ("application/json", b"{}"),
+            ("application/json", br#"{"a":{"b":null}}"#),
+            ("application/json", br#"{"a":NaN}"#),
+            ("application/json", b"not json \xff\xfe"),
+            ("application/json", b"{\"a\":\"caf\xc3\xa9\"}"),
+            ("text/plain", b"hello"),
+            ("application/x-www-form-urlencoded", b"a=1&password=x&a=2"),
+        ];
+        for mode in [
+            r#""redact_mode":"mask""#,
+            r#""redact_mode":"hmac","redaction_key":"rk""#,
+        ] {
+            let c = cfg(&format!(
+                r#"{{"collector_cluster":"c","capture_bodies":true,"signing_secret":"k","body_content_types":["application/json","text/plain","application/x-www-form-urlencoded"],{mode}}}"#
+            ));
+            let redactor = Redactor::new(&c);
+            for (media, body) in bodies {
+                let mut rec = record(&c, body, body);
+                for b in [rec.request.body.as_mut(), rec.response.body.as_mut()]
+                    .into_iter()
+                    .flatten()
+                {
+                    b.media = (*media).to_owned();
+                }
+                let tree = sealed_line(
+                    &build_event(rec.clone(), &c, &workload(), &redactor, [5; 16]),
+                    &c,
+                    &signer(&c),
+                );
+                let mut enc = LineEncoder::new(signer(&c));
+                let mut ours = Vec::new();
+                let built = build(rec, &c, &workload(), &redactor, [5; 16]);
+                write_line(built, c.schema, &mut enc, usize::MAX, &mut ours);
+                assert_eq!(
+                    String::from_utf8_lossy(&ours),
+                    String::from_utf8_lossy(&tree),
+                    "{mode} {media} {}",
+                    String::from_utf8_lossy(body)
+                );
+            }
+        }
     }
 
     #[test]

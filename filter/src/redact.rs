@@ -106,6 +106,22 @@ impl Redactor {
     }
 }
 
+/// The streaming payload writer asks the same questions as [`Redactor::redact_json`].
+impl meshaudit_event::stream::Redaction for Redactor {
+    fn is_redacted(&self, key: &str) -> bool {
+        self.is_redacted_key(key)
+    }
+
+    fn replacement(&self, original: meshaudit_event::stream::Redacted<'_>) -> String {
+        use meshaudit_event::stream::Redacted;
+        match (&self.mode, original) {
+            (RedactMode::Mask, _) => MASK.to_owned(),
+            (RedactMode::Hmac(key), Redacted::Str(s)) => hmac_tag(key.bytes(), s.as_bytes()),
+            (RedactMode::Hmac(key), Redacted::Json(canonical)) => hmac_tag(key.bytes(), canonical),
+        }
+    }
+}
+
 fn hmac_tag(key: &[u8], value: &[u8]) -> String {
     let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key) else {
         // HMAC takes keys of any length; keep a non-revealing answer anyway.

@@ -26,7 +26,7 @@ use crate::capture::{
     RequestRecord, ResponseCapture,
 };
 use crate::config::{self, Config, EnvSource};
-use crate::event::{build_event, path_only, write_line, Workload};
+use crate::event::{build, path_only, write_line, Workload};
 use crate::redact::Redactor;
 use crate::rng::RandomPool;
 use crate::stats::{Stat, StatKind};
@@ -492,8 +492,8 @@ impl Vm {
             ms(end),
             |out| {
                 let random = rng.borrow_mut().bytes16(end);
-                let event = build_event(record, cfg, workload, redactor, random);
-                write_line(event, cfg.schema, encoder, MAX_LINE_BYTES, out)
+                let built = build(record, cfg, workload, redactor, random);
+                write_line(built, cfg.schema, encoder, MAX_LINE_BYTES, out)
             },
             || new_uuid_v4(rng.borrow_mut().bytes16(end)),
         );

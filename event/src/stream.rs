@@ -1,0 +1,517 @@
+//! A captured JSON body as its canonical, redacted, pruned payload, written
+//! in one pass without building a tree.
+//!
+//! The bytes are exactly those of the tree path — parse (with a depth limit),
+//! wrap a non-object as `{"_value": v}` (mobius `_as_object`), redact keys,
+//! prune ([`crate::prune`]), canonical JSON ([`crate::canonical`]) — which
+//! stays as the oracle of the differential tests. Scalars are parsed and
+//! written with the same code as the tree path; only objects differ: their
+//! members are written into a scratch buffer as they are read and copied out
+//! in key order (the last of duplicate keys wins, as a map does), skipping
+//! those pruning would drop. A body is read once and nothing but keys and
+//! scratch buffers is allocated.
+
+use crate::canonical::{write_canonical, write_string};
+use crate::value::{ParseError, ParseErrorKind, Parser, Value};
+
+/// The original of a redacted value, for its replacement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Redacted<'a> {
+    /// A string, decoded.
+    Str(&'a str),
+    /// Any other value, as its canonical JSON (not pruned, not redacted).
+    Json(&'a [u8]),
+}
+
+/// Which keys are redacted, and what replaces their values (a string).
+pub trait Redaction {
+    fn is_redacted(&self, key: &str) -> bool;
+    fn replacement(&self, original: Redacted<'_>) -> String;
+}
+
+/// What a written value is, for pruning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Null,
+    EmptyString,
+    EmptyArray,
+    EmptyObject,
+    Other,
+}
+
+impl Shape {
+    /// Whether a member with this value is dropped by pruning.
+    fn pruned(self, key: &str) -> bool {
+        match self {
+            Shape::Null | Shape::EmptyArray | Shape::EmptyObject => true,
+            Shape::EmptyString => key != "schemaid",
+            Shape::Other => false,
+        }
+    }
+}
+
+/// How a value is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Redacted and pruned (the payload).
+    Payload,
+    /// As it is (the original of a redacted value).
+    Raw,
+}
+
+struct Member {
+    key: String,
+    start: usize,
+    end: usize,
+    shape: Shape,
+}
+
+struct Canon<'a, 'r> {
+    p: Parser<'a>,
+    redaction: &'r dyn Redaction,
+    /// Scratch buffers, reused across objects.
+    pool: Vec<Vec<u8>>,
+}
+
+/// Appends the payload of the JSON document `input` (mobius `_as_object`,
+/// redacted, pruned, canonical) to `out`. `Ok(false)` (nothing appended)
+/// when the payload prunes to `{}`; an error (nothing appended) when `input`
+/// is not JSON within `max_depth` levels: the caller keeps it as `_raw`.
+pub fn write_payload(
+    input: &[u8],
+    max_depth: usize,
+    redaction: &dyn Redaction,
+    out: &mut Vec<u8>,
+) -> Result<bool, ParseError> {
+    let start = out.len();
+    let mut c = Canon {
+        p: Parser {
+            s: input,
+            i: 0,
+            max_depth: max_depth.min(crate::value::MAX_DEPTH),
+        },
+        redaction,
+        pool: Vec::new(),
+    };
+    let result = c.payload(out);
+    if !matches!(result, Ok(true)) {
+        out.truncate(start);
+    }
+    result
+}
+
+impl Canon<'_, '_> {
+    fn payload(&mut self, out: &mut Vec<u8>) -> Result<bool, ParseError> {
+        self.p.skip_ws();
+        let written = if self.p.peek() == Some(b'{') {
+            self.object(1, out, Mode::Payload)? != Shape::EmptyObject
+        } else {
+            // `{"_value": v}`, with the member rules of any object.
+            let mut v = self.take_buf();
+            let shape = self.member_value("_value", 0, &mut v)?;
+            let kept = !shape.pruned("_value");
+            if kept {
+                out.extend_from_slice(b"{\"_value\":");
+                out.extend_from_slice(&v);
+                out.push(b'}');
+            }
+            self.give_buf(v);
+            kept
+        };
+        self.p.skip_ws();
+        if self.p.i != self.p.s.len() {
+            return Err(self.p.err(ParseErrorKind::TrailingCharacters));
+        }
+        Ok(written)
+    }
+
+    fn take_buf(&mut self) -> Vec<u8> {
+        self.pool.pop().unwrap_or_default()
+    }
+
+    fn give_buf(&mut self, mut b: Vec<u8>) {
+        b.clear();
+        self.pool.push(b);
+    }
+
+    /// The value of member `key` of a payload object: its replacement when
+    /// the key is redacted, else the value redacted and pruned.
+    fn member_value(
+        &mut self,
+        key: &str,
+        depth: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<Shape, ParseError> {
+        if !self.redaction.is_redacted(key) {
+            return self.value(depth, out, Mode::Payload);
+        }
+        let replacement = if self.p.peek() == Some(b'"') {
+            let s = self.p.string()?;
+            self.redaction.replacement(Redacted::Str(&s))
+        } else {
+            let mut raw = self.take_buf();
+            self.value(depth, &mut raw, Mode::Raw)?;
+            let r = self.redaction.replacement(Redacted::Json(&raw));
+            self.give_buf(raw);
+            r
+        };
+        write_string(&replacement, out);
+        Ok(if replacement.is_empty() {
+            Shape::EmptyString
+        } else {
+            Shape::Other
+        })
+    }
+
+    fn value(&mut self, depth: usize, out: &mut Vec<u8>, mode: Mode) -> Result<Shape, ParseError> {
+        match self.p.peek() {
+            Some(b'{') => self.object(depth + 1, out, mode),
+            Some(b'[') => self.array(depth + 1, out, mode),
+            Some(b'"') => {
+                let s = self.p.string()?;
+                write_string(&s, out);
+                Ok(if s.is_empty() {
+                    Shape::EmptyString
+                } else {
+                    Shape::Other
+                })
+            }
+            Some(b'n') => {
+                self.p.expect_literal(b"null", Value::Null)?;
+                out.extend_from_slice(b"null");
+                Ok(Shape::Null)
+            }
+            Some(b't') => {
+                self.p.expect_literal(b"true", Value::Bool(true))?;
+                out.extend_from_slice(b"true");
+                Ok(Shape::Other)
+            }
+            Some(b'f') => {
+                self.p.expect_literal(b"false", Value::Bool(false))?;
+                out.extend_from_slice(b"false");
+                Ok(Shape::Other)
+            }
+            Some(b'N' | b'I') => Err(self.p.err(ParseErrorKind::NonFiniteNumber)),
+            Some(b'-' | b'0'..=b'9') => {
+                let n = self.p.number()?;
+                write_canonical(&n, out);
+                Ok(Shape::Other)
+            }
+            None => Err(self.p.err(ParseErrorKind::UnexpectedEnd)),
+            Some(_) => Err(self.p.err(ParseErrorKind::UnexpectedByte)),
+        }
+    }
+
+    fn expect(&mut self, byte: u8) -> Result<(), ParseError> {
+        match self.p.peek() {
+            Some(b) if b == byte => {
+                self.p.i += 1;
+                Ok(())
+            }
+            None => Err(self.p.err(ParseErrorKind::UnexpectedEnd)),
+            Some(_) => Err(self.p.err(ParseErrorKind::UnexpectedByte)),
+        }
+    }
+
+    fn array(&mut self, depth: usize, out: &mut Vec<u8>, mode: Mode) -> Result<Shape, ParseError> {
+        if depth > self.p.max_depth {
+            return Err(self.p.err(ParseErrorKind::TooDeep));
+        }
+        self.p.i += 1;
+        out.push(b'[');
+        self.p.skip_ws();
+        if self.p.peek() == Some(b']') {
+            self.p.i += 1;
+            out.push(b']');
+            return Ok(Shape::EmptyArray);
+        }
+        let mut first = true;
+        loop {
+            self.p.skip_ws();
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            // Elements are kept whatever they prune to (mobius keeps them).
+            self.value(depth, out, mode)?;
+            self.p.skip_ws();
+            match self.p.peek() {
+                Some(b',') => self.p.i += 1,
+                Some(b']') => {
+                    self.p.i += 1;
+                    out.push(b']');
+                    return Ok(Shape::Other);
+                }
+                None => return Err(self.p.err(ParseErrorKind::UnexpectedEnd)),
+                Some(_) => return Err(self.p.err(ParseErrorKind::UnexpectedByte)),
+            }
+        }
+    }
+
+    fn object(&mut self, depth: usize, out: &mut Vec<u8>, mode: Mode) -> Result<Shape, ParseError> {
+        if depth > self.p.max_depth {
+            return Err(self.p.err(ParseErrorKind::TooDeep));
+        }
+        self.p.i += 1;
+        let mut buf = self.take_buf();
+        let mut members: Vec<Member> = Vec::new();
+        self.p.skip_ws();
+        if self.p.peek() == Some(b'}') {
+            self.p.i += 1;
+        } else {
+            loop {
+                self.p.skip_ws();
+                if self.p.peek() != Some(b'"') {
+                    return Err(match self.p.peek() {
+                        None => self.p.err(ParseErrorKind::UnexpectedEnd),
+                        Some(_) => self.p.err(ParseErrorKind::UnexpectedByte),
+                    });
+                }
+                let key = self.p.string()?;
+                self.p.skip_ws();
+                self.expect(b':')?;
+                self.p.skip_ws();
+                let start = buf.len();
+                let shape = match mode {
+                    Mode::Payload => self.member_value(&key, depth, &mut buf)?,
+                    Mode::Raw => self.value(depth, &mut buf, Mode::Raw)?,
+                };
+                members.push(Member {
+                    key,
+                    start,
+                    end: buf.len(),
+                    shape,
+                });
+                self.p.skip_ws();
+                match self.p.peek() {
+                    Some(b',') => self.p.i += 1,
+                    Some(b'}') => {
+                        self.p.i += 1;
+                        break;
+                    }
+                    None => return Err(self.p.err(ParseErrorKind::UnexpectedEnd)),
+                    Some(_) => return Err(self.p.err(ParseErrorKind::UnexpectedByte)),
+                }
+            }
+        }
+        // Key order (code points = UTF-8 bytes); of equal keys the last read
+        // wins: a stable sort keeps them in reading order.
+        members.sort_by(|a, b| a.key.cmp(&b.key));
+        let mut written = 0usize;
+        out.push(b'{');
+        for (i, m) in members.iter().enumerate() {
+            if members.get(i + 1).is_some_and(|next| next.key == m.key) {
+                continue;
+            }
+            if mode == Mode::Payload && m.shape.pruned(&m.key) {
+                continue;
+            }
+            if written > 0 {
+                out.push(b',');
+            }
+            written += 1;
+            write_string(&m.key, out);
+            out.push(b':');
+            out.extend_from_slice(&buf[m.start..m.end]);
+        }
+        out.push(b'}');
+        self.give_buf(buf);
+        Ok(if written == 0 {
+            Shape::EmptyObject
+        } else {
+            Shape::Other
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::canonical::canonical;
+    use crate::value::{parse_with_depth, Map};
+
+    /// Masks `password` and `token` (any case); non-strings become their
+    /// canonical JSON in brackets, so the tests see what was passed.
+    struct TestRedaction;
+
+    impl Redaction for TestRedaction {
+        fn is_redacted(&self, key: &str) -> bool {
+            ["password", "token"]
+                .iter()
+                .any(|k| k.eq_ignore_ascii_case(key))
+        }
+        fn replacement(&self, original: Redacted<'_>) -> String {
+            match original {
+                Redacted::Str(s) => format!("<{}>", s.len()),
+                Redacted::Json(j) => format!("[{}]", String::from_utf8_lossy(j)),
+            }
+        }
+    }
+
+    /// The oracle: the tree path.
+    fn reference(input: &str, max_depth: usize) -> Option<Option<Vec<u8>>> {
+        let v = parse_with_depth(input.as_bytes(), max_depth).ok()?;
+        let mut v = match v {
+            Value::Object(m) => Value::Object(m),
+            other => {
+                let mut m = Map::new();
+                m.insert("_value".into(), other);
+                Value::Object(m)
+            }
+        };
+        fn redact(v: &mut Value) {
+            match v {
+                Value::Object(m) => {
+                    for (k, item) in m.iter_mut() {
+                        if TestRedaction.is_redacted(k) {
+                            let r = match &*item {
+                                Value::String(s) => TestRedaction.replacement(Redacted::Str(s)),
+                                other => {
+                                    TestRedaction.replacement(Redacted::Json(&canonical(other)))
+                                }
+                            };
+                            *item = Value::String(r);
+                        } else {
+                            redact(item);
+                        }
+                    }
+                }
+                Value::Array(items) => items.iter_mut().for_each(redact),
+                _ => {}
+            }
+        }
+        redact(&mut v);
+        crate::prune::prune(&mut v);
+        Some(match &v {
+            Value::Object(m) if m.is_empty() => None,
+            _ => Some(canonical(&v)),
+        })
+    }
+
+    fn ours(input: &str, max_depth: usize) -> Option<Option<Vec<u8>>> {
+        let mut out = b"x".to_vec();
+        match write_payload(input.as_bytes(), max_depth, &TestRedaction, &mut out) {
+            Ok(true) => Some(Some(out[1..].to_vec())),
+            Ok(false) => {
+                assert_eq!(out, b"x");
+                Some(None)
+            }
+            Err(_) => {
+                assert_eq!(out, b"x", "nothing appended on error");
+                None
+            }
+        }
+    }
+
+    fn check(input: &str) {
+        for depth in [3, 125] {
+            let (a, b) = (ours(input, depth), reference(input, depth));
+            assert_eq!(
+                a.as_ref()
+                    .map(|o| o.as_ref().map(|v| String::from_utf8_lossy(v).into_owned())),
+                b.as_ref()
+                    .map(|o| o.as_ref().map(|v| String::from_utf8_lossy(v).into_owned())),
+                "{input} (depth {depth})"
+            );
+        }
+    }
+
+    #[test]
+    fn matches_the_tree_path_on_chosen_documents() {
+        for doc in [
+            r#"{"b":1,"a":2}"#,
+            r#" { "z" : [ 1 , 2.50 , -0 , 1E2 , 1e-7 , 12345678901234567890123 ] , "a" : "x" } "#,
+            r#"{"a":null,"b":"","c":[],"d":{},"e":{"x":null},"f":false,"g":0,"schemaid":"","h":{"schemaid":""}}"#,
+            r#"{"l":[null,"",{},{"x":null}]}"#,
+            r#"{"k":1,"k":2,"j":{"k":3},"k":{"x":null}}"#,
+            r#"{"Password":"s3cr3t","nested":{"TOKEN":[1,{"a":null}],"ok":"v"},"list":[{"token":""}]}"#,
+            r#"{"token":{}}"#,
+            r#"{"caf\u00e9":"\ud83d\ude00 \"q\" \\ \n \u0007 /","\u00e9":1,"e":2,"\u007f":3}"#,
+            r#"[1,2]"#,
+            r#""str""#,
+            r#""""#,
+            "null",
+            "[]",
+            "{}",
+            "false",
+            "0",
+            r#"{"_value":1}"#,
+            r#"{"a":{"b":{"c":{"d":1}}}}"#,
+            r#"[[[[1]]]]"#,
+            // refused alike
+            "{\"a\":1,}",
+            "[1,]",
+            "{\"a\":NaN}",
+            "[1e999]",
+            "{\"a\":1} x",
+            "",
+            "  ",
+            "{\"a\"}",
+            "\"\\x\"",
+            "[01]",
+        ] {
+            check(doc);
+        }
+    }
+
+    #[test]
+    fn matches_the_tree_path_on_generated_documents() {
+        struct Gen(u64);
+        impl Gen {
+            fn next(&mut self) -> u64 {
+                self.0 ^= self.0 << 13;
+                self.0 ^= self.0 >> 7;
+                self.0 ^= self.0 << 17;
+                self.0
+            }
+            fn doc(&mut self, depth: u32, out: &mut String) {
+                let pick = if depth > 4 {
+                    self.next() % 6
+                } else {
+                    self.next() % 9
+                };
+                match pick {
+                    0 => out.push_str("null"),
+                    1 => out.push_str(["true", "false"][(self.next() % 2) as usize]),
+                    2 => out.push_str(
+                        ["0", "-1", "2.5", "1e3", "-0.0", "99999999999999999999"]
+                            [(self.next() % 6) as usize],
+                    ),
+                    3..=5 => out.push_str(
+                        ["\"\"", "\"a\"", "\"\\u00e9\"", "\" \""][(self.next() % 4) as usize],
+                    ),
+                    6 => {
+                        out.push('[');
+                        for i in 0..self.next() % 4 {
+                            if i > 0 {
+                                out.push(',');
+                            }
+                            self.doc(depth + 1, out);
+                        }
+                        out.push(']');
+                    }
+                    _ => {
+                        out.push('{');
+                        for i in 0..self.next() % 5 {
+                            if i > 0 {
+                                out.push_str(" , ");
+                            }
+                            let key = [
+                                "a", "b", "token", "Password", "schemaid", "_value", "\u{e9}", "a",
+                            ][(self.next() % 8) as usize];
+                            out.push_str(&format!("\"{key}\": "));
+                            self.doc(depth + 1, out);
+                        }
+                        out.push('}');
+                    }
+                }
+            }
+        }
+        let mut g = Gen(0x2545_f491_4f6c_dd1d);
+        for _ in 0..5_000 {
+            let mut doc = String::new();
+            g.doc(0, &mut doc);
+            check(&doc);
+        }
+    }
+}
