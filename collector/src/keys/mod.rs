@@ -8,10 +8,12 @@
 //! - [`hook`]: the ingest hook (after parsing, against the recomputed hashes).
 //! - [`http`]: `POST/GET /v1/admin/keys`, `POST /v1/admin/keys/{keyid}/retire`,
 //!   and the `batch` object of `GET /v1/events/{id}`.
+//! - [`offline`]: `verify-offline --batch-key VKEY --batch FILE`.
 
 pub mod batch;
 pub mod hook;
 pub mod http;
+pub mod offline;
 pub mod postgres;
 pub mod registry;
 pub mod sqlite;

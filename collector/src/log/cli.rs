@@ -59,6 +59,13 @@ pub struct VerifyOfflineArgs {
     /// `keyid=secret` to check the event's `security.signature` too (SPEC §5).
     #[arg(long)]
     pub event_key: Option<String>,
+    /// SPEC §10: a workload's verifier key (or `@PATH`): the event must be in
+    /// `--batch` and the batch signed by this key.
+    #[arg(long, requires = "batch")]
+    pub batch_key: Option<String>,
+    /// The event's batch record: a `GET /v1/events/{id}` answer (or its `batch` object).
+    #[arg(long, requires = "batch_key")]
+    pub batch: Option<PathBuf>,
 }
 
 /// A check that failed (exit 1) or input that could not be read (exit 2).
@@ -244,6 +251,13 @@ fn offline_inclusion(args: &VerifyOfflineArgs, cp_path: &Path) -> Result<Vec<Str
                 )))
             }
         }
+    }
+    if let (Some(key), Some(batch)) = (&args.batch_key, &args.batch) {
+        use crate::keys::offline::{check_files, OfflineError};
+        ok.push(check_files(&event, key, batch).map_err(|e| match e {
+            OfflineError::Invalid(m) => Outcome::Invalid(m),
+            OfflineError::Unreadable(m) => Outcome::Unreadable(m),
+        })?);
     }
     Ok(ok)
 }
