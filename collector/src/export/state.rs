@@ -267,4 +267,12 @@ impl ExportDb {
             exporter, from - 1, now()
         )
     }
+
+    /// The newest checkpoint of the verifiable log (SPEC §9): (tree size, signed note).
+    pub async fn latest_checkpoint(&self) -> Result<Option<(i64, String)>, StoreError> {
+        let sql = "SELECT size, note FROM log_checkpoints ORDER BY size DESC LIMIT 1";
+        let row: Option<(i64, String)> =
+            on_pool!(&self.pool, p => sqlx::query_as(sql).fetch_optional(p).await)?;
+        Ok(row)
+    }
 }

@@ -9,6 +9,7 @@ mod blackhole;
 mod durability;
 mod hardening;
 mod export_nats;
+mod export_s3;
 mod export_splunk;
 mod export_support;
 mod export_webhook;

@@ -3,11 +3,13 @@
 
 pub mod http;
 pub mod nats;
+pub mod s3;
 pub mod splunk;
 pub mod webhook;
 
 use super::config::{ExporterConfig, SinkConfig};
 use super::record::Record;
+use super::state::ExportDb;
 use async_trait::async_trait;
 
 /// One batch: the fixed range `first..=last`, every record in it, in order.
@@ -38,13 +40,11 @@ pub trait Sink: Send + Sync {
 }
 
 /// Builds the sink an exporter is configured with.
-pub async fn build(cfg: &ExporterConfig) -> Result<Box<dyn Sink>, String> {
+pub async fn build(cfg: &ExporterConfig, db: &ExportDb) -> Result<Box<dyn Sink>, String> {
     Ok(match &cfg.sink {
         SinkConfig::Webhook(w) => Box::new(webhook::Webhook::new(w, cfg.format)?),
         SinkConfig::SplunkHec(s) => Box::new(splunk::SplunkHec::new(s, cfg.format)?),
-        SinkConfig::S3(_) => {
-            return Err("the s3 sink is not available in this build yet".to_owned())
-        }
+        SinkConfig::S3(s) => Box::new(s3::S3::new(s, cfg.format, db.clone())?),
         SinkConfig::Nats(n) => Box::new(nats::Nats::new(n, cfg.format)),
     })
 }
