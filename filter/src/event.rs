@@ -242,11 +242,14 @@ fn assemble(
         } else {
             &req.scheme
         };
-        e.httpurl = Some(format!(
-            "{scheme}://{}{}",
-            req.authority,
-            redactor.redact_query(&req.path)
-        ));
+        // Per event: concatenation, not the formatting machinery.
+        let path = redactor.redact_query(&req.path);
+        let mut url = String::with_capacity(scheme.len() + 3 + req.authority.len() + path.len());
+        url.push_str(scheme);
+        url.push_str("://");
+        url.push_str(&req.authority);
+        url.push_str(&path);
+        e.httpurl = Some(url);
     }
 
     e.subject.userid = log.jwt_subject.or(id.take(IdentityField::UserId));

@@ -5,6 +5,7 @@ upstream work and the differences between variants are the filter (or access log
 """
 
 import json
+import os
 
 COLLECTOR_CLUSTER = "meshaudit_collector"
 RESPONSE_BODY = '{"ok":true}\n'
@@ -122,10 +123,13 @@ def bootstrap(listener_port, admin_port, http_filters=(), access_log=None, colle
 
 
 def meshaudit_plugin_config(capture_bodies):
-    """SPEC §8 keys only; the secrets come from the environment (host_env_keys)."""
+    """SPEC §8 keys only; the secrets come from the environment (host_env_keys).
+    BENCH_MESHAUDIT_CONFIG (a JSON object) adds keys, to price one setting (e.g.
+    {"signature_scheme": "body"}) against the defaults."""
     cfg = {"collector_cluster": COLLECTOR_CLUSTER}
     if capture_bodies:
         cfg["capture_bodies"] = True
+    cfg.update(json.loads(os.environ.get("BENCH_MESHAUDIT_CONFIG") or "{}"))
     return cfg
 
 

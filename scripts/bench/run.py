@@ -246,7 +246,14 @@ class Bench:
         time.sleep(2.5)  # let the filters' last batches (flush_interval_ms 1000) land
         ship = {}
         for v in [v for v in ("meshaudit", "meshaudit_sink", "meshaudit_bodies") if v in variants]:
+            # The load has stopped: wait (up to 60 s) until the filter holds nothing, so the
+            # accounting below holds to the event.
+            deadline = time.time() + 60
+            while self.meshaudit_stats(envoys[v])["raw"].get("buffered_events", 0) > 0 \
+                    and time.time() < deadline:
+                time.sleep(0.5)
             ship[v] = self.meshaudit_stats(envoys[v])
+            ship[v]["requests"] = served[v]
             if ship[v].get("captured", 0) == 0 or ship[v].get("batches_ok", 0) == 0:
                 raise BenchError(f"{v}: the filter captured or shipped nothing (stats: {ship[v]}); envoy log:\n"
                                  f"{tail(envoys[v].log_path)}")
@@ -273,7 +280,8 @@ class Bench:
                 stats[m.group(1)] = stats.get(m.group(1), 0) + int(value)
         dropped_other = sum(v for k, v in stats.items()
                             if k.startswith("events_dropped_") and k != "events_dropped_buffer_full")
-        return {"captured": stats.get("events_captured", 0), "batches_ok": stats.get("batches_ok", 0),
+        return {"captured": stats.get("events_captured", 0), "skipped": stats.get("events_skipped", 0),
+                "buffered": stats.get("buffered_events", 0), "batches_ok": stats.get("batches_ok", 0),
                 "batches_failed": stats.get("batches_failed", 0),
                 "dropped_buffer_full": stats.get("events_dropped_buffer_full", 0),
                 "dropped_other": dropped_other, "raw": stats}
