@@ -381,6 +381,23 @@ impl LogDb {
         row.transpose()
     }
 
+    /// The sizes of every kept checkpoint, ascending.
+    pub async fn checkpoint_sizes(&self) -> Result<Vec<u64>, StoreError> {
+        let sizes: Vec<i64> = match self {
+            Self::Sqlite(p) => {
+                sqlx::query_scalar("SELECT size FROM log_checkpoints ORDER BY size")
+                    .fetch_all(p)
+                    .await?
+            }
+            Self::Postgres(p) => {
+                sqlx::query_scalar("SELECT size FROM log_checkpoints ORDER BY size")
+                    .fetch_all(p)
+                    .await?
+            }
+        };
+        Ok(sizes.into_iter().map(|s| s as u64).collect())
+    }
+
     /// Keeps a signed checkpoint (a replica that signed the same size first wins).
     pub async fn insert_checkpoint(&self, cp: &StoredCheckpoint) -> Result<(), StoreError> {
         let (size, root) = (cp.size as i64, cp.root.as_slice());

@@ -13,6 +13,7 @@ mod export_s3;
 mod export_splunk;
 mod export_support;
 mod export_webhook;
+mod log;
 mod mobius;
 mod process;
 mod refusals;
