@@ -10,7 +10,7 @@ use super::read::require_admin;
 use super::{ApiError, AppState};
 use crate::prepare::parse_rfc3339_us;
 use crate::search::stats::{
-    stats as run_stats, unverified_count, StatsAnswer, StatsBy, StatsQuery,
+    event_time_range, stats as run_stats, unverified_count, StatsAnswer, StatsBy, StatsQuery,
 };
 use crate::store::StoreError;
 use axum::extract::{Path, Query, State};
@@ -43,16 +43,31 @@ fn store_error(e: StoreError) -> ApiError {
     ApiError::store_unavailable(&e)
 }
 
-/// Builds the stats query from the URL parameters (pure but for `now_us`).
-pub fn stats_query(params: &HashMap<String, String>, now_us: i64) -> Result<StatsQuery, ApiError> {
+/// Builds the stats query from the URL parameters (pure). Without `since`
+/// and `until` the window is every stored event (`range`, oldest to newest
+/// `timestamp`), or the last 24 hours of an empty store; with one of them,
+/// the other defaults to 24 hours away (`until` at most now).
+pub fn stats_query(
+    params: &HashMap<String, String>,
+    now_us: i64,
+    range: Option<(i64, i64)>,
+) -> Result<StatsQuery, ApiError> {
     let get = |k: &str| params.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
     let time = |k: &str| -> Result<Option<i64>, ApiError> {
         get(k)
             .map(|v| parse_rfc3339_us(v).ok_or_else(|| bad(k, "expected an RFC 3339 date-time")))
             .transpose()
     };
-    let until = time("until")?.unwrap_or(now_us);
-    let since = time("since")?.unwrap_or(until.saturating_sub(DEFAULT_WINDOW_US));
+    let (since, until) = match (time("since")?, time("until")?, range) {
+        (None, None, Some((lo, hi))) => (lo, hi.saturating_add(1)),
+        (None, None, None) => (now_us.saturating_sub(DEFAULT_WINDOW_US), now_us),
+        (Some(s), None, _) => (
+            s,
+            s.saturating_add(DEFAULT_WINDOW_US).min(now_us.max(s + 1)),
+        ),
+        (None, Some(u), _) => (u.saturating_sub(DEFAULT_WINDOW_US), u),
+        (Some(s), Some(u), _) => (s, u),
+    };
     let by = get("by")
         .map(|b| {
             StatsBy::parse(b)
@@ -74,7 +89,14 @@ async fn stats(
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<StatsAnswer>, ApiError> {
     require_admin(&app, &headers)?;
-    let q = stats_query(&params, chrono::Utc::now().timestamp_micros())?;
+    let range = if params.contains_key("since") || params.contains_key("until") {
+        None
+    } else {
+        event_time_range(app.store.as_ref())
+            .await
+            .map_err(store_error)?
+    };
+    let q = stats_query(&params, chrono::Utc::now().timestamp_micros(), range)?;
     Ok(Json(
         run_stats(app.store.as_ref(), &q)
             .await
@@ -289,10 +311,14 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect()
         };
-        let q = stats_query(&p(&[]), DEFAULT_WINDOW_US * 2).unwrap();
+        let q = stats_query(&p(&[]), DEFAULT_WINDOW_US * 2, None).unwrap();
         assert_eq!(q.until_us - q.since_us, DEFAULT_WINDOW_US);
-        assert!(stats_query(&p(&[("by", "tenant")]), 0).is_err());
-        assert!(stats_query(&p(&[("since", "nope")]), 0).is_err());
+        let q = stats_query(&p(&[]), DEFAULT_WINDOW_US * 2, Some((5, 9))).unwrap();
+        assert_eq!((q.since_us, q.until_us), (5, 10));
+        let q = stats_query(&p(&[("since", "2026-01-01T00:00:00Z")]), i64::MAX, None).unwrap();
+        assert_eq!(q.until_us - q.since_us, DEFAULT_WINDOW_US);
+        assert!(stats_query(&p(&[("by", "tenant")]), 0, None).is_err());
+        assert!(stats_query(&p(&[("since", "nope")]), 0, None).is_err());
         let q = stats_query(
             &p(&[
                 ("since", "2026-01-01T00:00:00Z"),
@@ -300,6 +326,7 @@ mod tests {
                 ("by", "status"),
             ]),
             0,
+            None,
         )
         .unwrap();
         assert_eq!(q.by, Some(StatsBy::Status));

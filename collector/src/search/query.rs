@@ -176,24 +176,24 @@ mod tests {
 
     #[test]
     fn words_prefixes_and_phrases() {
-        let q = parse(r#"  Orders ord* "payment  Declined" "api v"* /api/v1 "#).unwrap();
+        let q = parse(r#"  Orders ord* "payment  Declined" "api ve"* /api/v1 "#).unwrap();
         assert_eq!(
             q.terms,
             vec![
                 term(&["orders"], false),
                 term(&["ord"], true),
                 term(&["payment", "declined"], false),
-                term(&["api", "v"], true),
+                term(&["api", "ve"], true),
                 term(&["api", "v1"], false),
             ]
         );
         assert_eq!(
             q.fts5(),
-            r#""orders" "ord"* "payment declined" "api v"* "api v1""#
+            r#""orders" "ord"* "payment declined" "api ve"* "api v1""#
         );
         assert_eq!(
             q.tsquery(),
-            "('orders') & ('ord':*) & ('payment' <-> 'declined') & ('api' <-> 'v':*) & ('api' <-> 'v1')"
+            "('orders') & ('ord':*) & ('payment' <-> 'declined') & ('api' <-> 've':*) & ('api' <-> 'v1')"
         );
     }
 

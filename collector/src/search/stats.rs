@@ -224,6 +224,17 @@ pub async fn stats(store: &dyn EventStore, q: &StatsQuery) -> Result<StatsAnswer
     Ok(assemble(q, rows))
 }
 
+/// The oldest and newest event `timestamp` stored (µs), from the index; `None` when empty.
+pub async fn event_time_range(store: &dyn EventStore) -> Result<Option<(i64, i64)>, StoreError> {
+    let sql = "SELECT MIN(event_time_us), MAX(event_time_us) FROM events";
+    let (lo, hi): (Option<i64>, Option<i64>) = match store.raw_pool() {
+        Some(RawPool::Sqlite(pool)) => sqlx::query_as(sql).fetch_one(pool).await?,
+        Some(RawPool::Postgres(pool)) => sqlx::query_as(sql).fetch_one(pool).await?,
+        None => return Err(StoreError::Refused("this store has no stats".into())),
+    };
+    Ok(lo.zip(hi))
+}
+
 /// Events stored with `verified = false` (a partial index holds only them).
 pub async fn unverified_count(store: &dyn EventStore) -> Result<i64, StoreError> {
     Ok(match store.raw_pool() {

@@ -22,4 +22,5 @@ mod smoke;
 mod story;
 mod support;
 mod tamper;
+mod ui_browser;
 mod writer;
