@@ -186,15 +186,17 @@ pub fn samples(text: &str, name: &str) -> Vec<(BTreeMap<String, String>, f64)> {
     out
 }
 
-/// The overview's metric-derived parts (pure).
-fn from_metrics(
-    text: &str,
-) -> (
-    BTreeMap<String, f64>,
-    Vec<SourceStatus>,
-    usize,
-    Option<BTreeMap<String, f64>>,
-) {
+/// The overview's parts read from the collector's own metrics.
+#[derive(Debug, PartialEq)]
+struct FromMetrics {
+    rejections: BTreeMap<String, f64>,
+    drops: Vec<SourceStatus>,
+    seen: usize,
+    log: Option<BTreeMap<String, f64>>,
+}
+
+/// Reads [`FromMetrics`] from the text exposition (pure).
+fn from_metrics(text: &str) -> FromMetrics {
     let label = |l: &BTreeMap<String, String>, k: &str| l.get(k).cloned().unwrap_or_default();
     let rejections = samples(text, "audit_events_rejected_total")
         .into_iter()
@@ -227,7 +229,12 @@ fn from_metrics(
     .into_iter()
     .filter_map(|n| samples(text, n).first().map(|(_, v)| (n.to_owned(), *v)))
     .collect();
-    (rejections, drops, seen, (!log.is_empty()).then_some(log))
+    FromMetrics {
+        rejections,
+        drops,
+        seen,
+        log: (!log.is_empty()).then_some(log),
+    }
 }
 
 async fn overview(
@@ -239,14 +246,14 @@ async fn overview(
     let unverified = unverified_count(app.store.as_ref())
         .await
         .map_err(store_error)?;
-    let (rejections, sources_with_drops, sources_seen, log) = from_metrics(&app.metrics.render());
+    let m = from_metrics(&app.metrics.render());
     Ok(Json(Overview {
         head,
         unverified,
-        rejections,
-        sources_with_drops,
-        sources_seen,
-        log,
+        rejections: m.rejections,
+        sources_with_drops: m.drops,
+        sources_seen: m.seen,
+        log: m.log,
         admin_token_set: app.settings.admin_token.is_some(),
     }))
 }
@@ -288,7 +295,12 @@ mod tests {
             audit_source_dropped_events{source=\"ns/quiet\"} 0\n\
             audit_source_last_seen_timestamp_seconds{source=\"ns/p\\\"od\"} 17\n\
             audit_log_tree_size 12\n";
-        let (rej, drops, seen, log) = from_metrics(text);
+        let FromMetrics {
+            rejections: rej,
+            drops,
+            seen,
+            log,
+        } = from_metrics(text);
         assert_eq!(rej.get("api_key"), Some(&3.0));
         assert_eq!(rej.len(), 2);
         assert_eq!(
