@@ -207,7 +207,7 @@ fn offline_inclusion(args: &VerifyOfflineArgs, cp_path: &Path) -> Result<Vec<Str
         "inclusion of seq {} (leaf {index}) in the checkpoint's tree",
         index + 1
     ));
-    if event.get("security").is_some() {
+    if event.contains_key("security") {
         let keys = match &args.event_key {
             Some(kv) => match kv.split_once('=') {
                 Some((id, secret)) => EventKeys::new([(id.to_owned(), secret.as_bytes().to_vec())]),

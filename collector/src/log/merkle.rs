@@ -47,7 +47,7 @@ pub fn perfect_root(row: &[Hash]) -> Hash {
     }
     let mut level: Vec<Hash> = row.to_vec();
     while level.len() > 1 {
-        level = level.chunks(2).map(|p| fold_pair(p)).collect();
+        level = level.chunks(2).map(fold_pair).collect();
     }
     level[0]
 }
@@ -335,7 +335,7 @@ impl MemTree {
         }
         self.levels[0].push(leaf);
         let mut h = 0;
-        while self.levels[h].len() % 2 == 0 {
+        while self.levels[h].len().is_multiple_of(2) {
             let row = &self.levels[h];
             let parent = node_hash(&row[row.len() - 2], &row[row.len() - 1]);
             if self.levels.len() == h + 1 {
