@@ -12,3 +12,7 @@ mod support;
 mod store_outage;
 mod store_retention;
 mod store_terminal;
+
+mod ingest_batches;
+mod ingest_connections;
+mod ingest_identity;
