@@ -9,7 +9,9 @@
 //! for a while: every record arrives, in seq order, duplicates bounded by
 //! one batch per fault.
 
-use crate::export_support::{all_events, head, metric, post_events, wait_for, Served};
+use crate::export_support::{
+    all_events, head, metric, post_events, wait_for, wait_in_flight, Served,
+};
 use crate::support::temp_sqlite;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
@@ -21,6 +23,8 @@ const BATCH: i64 = 4;
 #[derive(Default)]
 struct Hec {
     busy: bool,
+    /// Hold every request unanswered until cleared.
+    hang: bool,
     events: Vec<serde_json::Value>,
     busy_answers: u64,
 }
@@ -45,6 +49,9 @@ async fn collector_event(
             StatusCode::FORBIDDEN,
             r#"{"text":"Invalid token","code":4}"#.into(),
         );
+    }
+    while state.lock().unwrap().hang {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     let mut hec = state.lock().unwrap();
     if hec.busy {
@@ -104,15 +111,21 @@ async fn splunk_hec_in_ocsf_survives_kill9_and_back_pressure() {
     );
     edge.start().await;
 
-    post_events(edge.addr, "a", 10, 10).await;
-    let at_kill = wait_for(30, "the first acknowledged batch", || async {
+    // Kill -9 the edge with a batch in flight: the receiver holds its answer.
+    post_events(edge.addr, "a", 5, 10).await;
+    wait_for(30, "the first 50 records delivered", || async {
         metric(edge.addr, "audit_export_cursor_seq", "siem")
             .await
-            .filter(|c| *c > 0)
+            .filter(|c| *c == 50)
     })
     .await;
+    state.lock().unwrap().hang = true;
+    post_events(edge.addr, "a2", 5, 10).await;
+    let caught = wait_in_flight(&db.url, "siem", 100).await;
     edge.kill9();
-    assert!(at_kill < 100, "killed mid-export (cursor {at_kill} of 100)");
+    // The held batch is indexed after all: its resend is the one duplicate batch.
+    state.lock().unwrap().hang = false;
+    assert_eq!(caught["cursor"], 50, "{caught}");
     edge.start().await;
 
     // Back-pressure: 503s are retried, never skipped.

@@ -218,3 +218,28 @@ pub fn assert_complete_in_order(records: &[serde_json::Value], edge_events: &[se
         );
     }
 }
+
+/// Sends `sig` (`STOP`, `CONT`) to a child: a frozen sink accepts connections
+/// and answers nothing, so an exporter is caught in the middle of a batch.
+pub fn signal(child: &std::process::Child, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([format!("-{sig}"), child.id().to_string()])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "kill -{sig} {}", child.id());
+}
+
+/// Waits until the exporter has a batch in flight (planned, persisted, not
+/// acknowledged) while `records` records are stored; returns its status.
+pub async fn wait_in_flight(db: &str, exporter: &str, records: i64) -> serde_json::Value {
+    wait_for(60, "a batch in flight", || async {
+        export_status(db).into_iter().find(|s| {
+            s["exporter"] == exporter
+                && !s["pending"].is_null()
+                && s["head"] == records
+                && s["cursor"].as_i64().is_some_and(|c| c < records)
+        })
+    })
+    .await
+}
