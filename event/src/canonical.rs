@@ -60,7 +60,10 @@ pub fn write_object(map: &Map, skip: Option<&str>, out: &mut Vec<u8>) {
 fn write_number(n: &Number, out: &mut Vec<u8>) {
     match n {
         Number::Int(i) => {
-            let _ = write!(out, "{i}");
+            if *i < 0 {
+                out.push(b'-');
+            }
+            crate::line::write_u64(i.unsigned_abs(), out);
         }
         Number::BigInt(s) => out.extend_from_slice(s.as_bytes()),
         Number::Float(f) => write_float(*f, out),

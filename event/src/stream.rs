@@ -59,8 +59,8 @@ enum Mode {
     Raw,
 }
 
-struct Member {
-    key: String,
+struct Member<'a> {
+    key: std::borrow::Cow<'a, str>,
     start: usize,
     end: usize,
     shape: Shape,
@@ -146,7 +146,7 @@ impl Canon<'_, '_> {
             return self.value(depth, out, Mode::Payload);
         }
         let replacement = if self.p.peek() == Some(b'"') {
-            let s = self.p.string()?;
+            let s = self.p.string_cow()?;
             self.redaction.replacement(Redacted::Str(&s))
         } else {
             let mut raw = self.take_buf();
@@ -168,7 +168,7 @@ impl Canon<'_, '_> {
             Some(b'{') => self.object(depth + 1, out, mode),
             Some(b'[') => self.array(depth + 1, out, mode),
             Some(b'"') => {
-                let s = self.p.string()?;
+                let s = self.p.string_cow()?;
                 write_string(&s, out);
                 Ok(if s.is_empty() {
                     Shape::EmptyString
@@ -193,8 +193,14 @@ impl Canon<'_, '_> {
             }
             Some(b'N' | b'I') => Err(self.p.err(ParseErrorKind::NonFiniteNumber)),
             Some(b'-' | b'0'..=b'9') => {
+                let start = self.p.i;
                 let n = self.p.number()?;
-                write_canonical(&n, out);
+                let text = &self.p.s[start..self.p.i];
+                if is_canonical_number(text) {
+                    out.extend_from_slice(text);
+                } else {
+                    write_canonical(&n, out);
+                }
                 Ok(Shape::Other)
             }
             None => Err(self.p.err(ParseErrorKind::UnexpectedEnd)),
@@ -254,7 +260,7 @@ impl Canon<'_, '_> {
         }
         self.p.i += 1;
         let mut buf = self.take_buf();
-        let mut members: Vec<Member> = Vec::new();
+        let mut members: Vec<Member<'_>> = Vec::new();
         self.p.skip_ws();
         if self.p.peek() == Some(b'}') {
             self.p.i += 1;
@@ -267,7 +273,7 @@ impl Canon<'_, '_> {
                         Some(_) => self.p.err(ParseErrorKind::UnexpectedByte),
                     });
                 }
-                let key = self.p.string()?;
+                let key = self.p.string_cow()?;
                 self.p.skip_ws();
                 self.expect(b':')?;
                 self.p.skip_ws();
@@ -321,6 +327,38 @@ impl Canon<'_, '_> {
         } else {
             Shape::Other
         })
+    }
+}
+
+/// Whether a JSON number's text (valid per the grammar) is already what the
+/// canonical form writes, so it can be copied: an integer other than `-0`
+/// (Python prints ints as read), or a fixed-notation float that Python's
+/// `repr` prints as written — at most 15 significant digits (so the shortest
+/// round-trip form is these digits), no trailing zero in the fraction but a
+/// lone `.0`, not zero, and a decimal exponent in [-4, 16).
+fn is_canonical_number(text: &[u8]) -> bool {
+    let digits = text.strip_prefix(b"-").unwrap_or(text);
+    if digits.iter().all(u8::is_ascii_digit) {
+        return digits != b"0" || text.len() == 1;
+    }
+    let Some(point) = digits.iter().position(|&b| b == b'.') else {
+        return false; // an exponent
+    };
+    let (int, frac) = (&digits[..point], &digits[point + 1..]);
+    if frac.is_empty() || !frac.iter().all(u8::is_ascii_digit) {
+        return false;
+    }
+    if frac.len() > 1 && frac.ends_with(b"0") {
+        return false;
+    }
+    let frac_sig = if frac == b"0" { &frac[..0] } else { frac };
+    if int == b"0" {
+        let zeros = frac_sig.iter().take_while(|&&b| b == b'0').count();
+        // zero itself (`-0.0` too) goes through the float writer; past
+        // 0.0001 Python switches to exponent notation.
+        !frac_sig.is_empty() && zeros <= 3 && frac_sig.len() - zeros <= 15
+    } else {
+        int.len() <= 16 && int.len() + frac_sig.len() <= 15
     }
 }
 
@@ -452,6 +490,72 @@ mod tests {
         ] {
             check(doc);
         }
+    }
+
+    #[test]
+    fn numbers_copied_as_written_are_exactly_the_canonical_ones() {
+        let mut samples: Vec<String> = [
+            "0",
+            "-0",
+            "7",
+            "-12",
+            "10.99",
+            "1.0",
+            "100.0",
+            "1.50",
+            "0.5",
+            "-0.0",
+            "0.0",
+            "0.0001",
+            "0.00001",
+            "0.001234",
+            "1234567890123456.0",
+            "12345678901234567.0",
+            "123456789012345.6",
+            "1234567890123456.7",
+            "0.123456789012345",
+            "0.1234567890123456",
+            "9007199254740993.0",
+            "1e5",
+            "2.5E-3",
+            "1.10",
+            "99999999999999999999",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        let mut g: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            g ^= g << 13;
+            g ^= g >> 7;
+            g ^= g << 17;
+            let int = g % 100_000;
+            let frac = (g >> 20) % 10_000;
+            let scale = (g >> 40) % 6;
+            samples.push(match scale {
+                0 => format!("{int}.{frac}"),
+                1 => format!("0.{:04}", frac),
+                2 => format!("-{int}.{frac:03}"),
+                3 => format!("{}{}.{}", int, g % 1_000_000_000, frac),
+                4 => format!("0.000{frac}"),
+                _ => format!("{int}"),
+            });
+        }
+        for text in samples {
+            let Ok(v) = crate::value::parse(text.as_bytes()) else {
+                continue;
+            };
+            if is_canonical_number(text.as_bytes()) {
+                assert_eq!(
+                    String::from_utf8(canonical(&v)).ok(),
+                    Some(text.clone()),
+                    "{text}"
+                );
+            }
+        }
+        assert!(is_canonical_number(b"10.99"));
+        assert!(!is_canonical_number(b"-0"));
+        assert!(!is_canonical_number(b"1.50"));
     }
 
     #[test]

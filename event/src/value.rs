@@ -178,7 +178,7 @@ pub(crate) struct Parser<'a> {
     pub(crate) max_depth: usize,
 }
 
-impl Parser<'_> {
+impl<'a> Parser<'a> {
     pub(crate) fn err(&self, kind: ParseErrorKind) -> ParseError {
         ParseError {
             kind,
@@ -369,6 +369,34 @@ impl Parser<'_> {
         }
         self.i += 4;
         Ok(v)
+    }
+
+    /// A string borrowed from the input when it has no escapes (the common
+    /// case), else decoded as [`Parser::string`] does.
+    pub(crate) fn string_cow(&mut self) -> Result<std::borrow::Cow<'a, str>, ParseError> {
+        let open = self.i;
+        let start = open + 1;
+        let mut j = start;
+        let s: &'a [u8] = self.s;
+        while let Some(&b) = s.get(j) {
+            if b == b'"' {
+                return match std::str::from_utf8(&s[start..j]) {
+                    Ok(text) => {
+                        self.i = j + 1;
+                        Ok(std::borrow::Cow::Borrowed(text))
+                    }
+                    Err(e) => Err(ParseError {
+                        kind: ParseErrorKind::InvalidUtf8,
+                        offset: start + e.valid_up_to(),
+                    }),
+                };
+            }
+            if b == b'\\' || b < 0x20 {
+                break;
+            }
+            j += 1;
+        }
+        self.string().map(std::borrow::Cow::Owned)
     }
 
     pub(crate) fn string(&mut self) -> Result<String, ParseError> {

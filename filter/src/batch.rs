@@ -433,8 +433,13 @@ impl Shipper {
     }
 
     fn seal_open(&mut self, now_ms: u64, new_key: impl FnOnce() -> String) {
-        let open = std::mem::take(&mut self.open);
+        let mut open = std::mem::take(&mut self.open);
         self.open.since_ms = now_ms;
+        // A batch may wait a while (retries, a full buffer): keep only its
+        // bytes, not the slack of a doubling buffer.
+        if open.body.capacity() - open.body.len() > open.body.len() / 8 {
+            open.body.shrink_to_fit();
+        }
         self.push_batch(open.body, open.ends, open.hashes, new_key(), now_ms);
     }
 

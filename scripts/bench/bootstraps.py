@@ -157,6 +157,9 @@ def buffer_filter(max_request_bytes):
 def variant_bootstrap(variant, ports, paths, collector_port):
     """`variant`: a name of VARIANTS; `paths`: wasm files and the access log path."""
     lp, ap = ports
+    variant, _, alt = variant.partition("@")
+    if alt:
+        paths = dict(paths, meshaudit=paths[f"meshaudit@{alt}"])
     if variant == "bare":
         return bootstrap(lp, ap)
     if variant == "bare_post":
@@ -176,8 +179,8 @@ def variant_bootstrap(variant, ports, paths, collector_port):
         return bootstrap(lp, ap, [probe, BUFFER])
     if variant == "access_log":
         return bootstrap(lp, ap, access_log=file_access_log(paths["access_log"]))
-    if variant in ("meshaudit", "meshaudit_sink", "meshaudit_bodies"):
-        bodies = variant == "meshaudit_bodies"
+    if variant in ("meshaudit", "meshaudit_sink", "meshaudit_bodies", "meshaudit_bodies_sink"):
+        bodies = variant.startswith("meshaudit_bodies")
         f = wasm_filter("meshaudit", paths["meshaudit"], meshaudit_plugin_config(bodies), MESHAUDIT_ENV_KEYS)
         return bootstrap(lp, ap, [f, BUFFER] if bodies else [f], collector_port=collector_port)
     raise ValueError(f"unknown variant {variant}")
@@ -193,4 +196,28 @@ VARIANTS = {
     "meshaudit_sink": ("+ meshaudit, metadata, shipped to a null sink", "get", "bare"),
     "bare_post": ("bare Envoy, 4 KiB JSON POST (buffered)", "post", "bare_post"),
     "meshaudit_bodies": ("+ meshaudit, 4 KiB JSON bodies captured", "post", "bare_post"),
+    "meshaudit_bodies_sink": ("+ meshaudit, 4 KiB JSON bodies, shipped to a null sink", "post", "bare_post"),
 }
+
+
+def alt_wasms():
+    """BENCH_MESHAUDIT_ALT="label=/path/a.wasm,label2=/path/b.wasm": other builds of the filter,
+    run as extra variants `<variant>@<label>` interleaved with the rest, so a change is priced
+    against its parent in one run (a shared machine drifts between runs)."""
+    out = {}
+    for item in (os.environ.get("BENCH_MESHAUDIT_ALT") or "").split(","):
+        if "=" in item:
+            label, path = item.split("=", 1)
+            out[label.strip()] = path.strip()
+    return out
+
+
+def is_sink(variant):
+    """Whether the variant ships to the null sink instead of the collector."""
+    return variant.partition("@")[0].endswith("_sink")
+
+
+for _label in alt_wasms():
+    for _v in ("meshaudit_sink", "meshaudit_bodies_sink"):
+        _desc, _script, _base = VARIANTS[_v]
+        VARIANTS[f"{_v}@{_label}"] = (f"{_desc} [{_label}]", _script, _base)

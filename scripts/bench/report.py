@@ -3,7 +3,7 @@
 import statistics
 
 GET_VARIANTS = ("bare", "empty_wasm", "trivial_wasm", "access_log", "meshaudit", "meshaudit_sink")
-POST_VARIANTS = ("bare_post", "meshaudit_bodies")
+POST_VARIANTS = ("bare_post", "meshaudit_bodies", "meshaudit_bodies_sink")
 
 
 def median(xs):
@@ -31,7 +31,7 @@ def summarise_envoy(rounds_by_variant):
             "rps_all": [round(r["rps"]) for r in rounds],
         }
     for v, s in out.items():
-        base = "bare_post" if v in POST_VARIANTS else "bare"
+        base = "bare_post" if v.partition("@")[0] in POST_VARIANTS else "bare"
         s["baseline"] = base
         s["vs_bare"] = ratio(s["rps"], out.get(base, {}).get("rps"))
         s["vs_bare_get"] = ratio(s["rps"], out.get("bare", {}).get("rps"))
@@ -91,7 +91,7 @@ def markdown(results):
             "| Envoy CPU µs/req | Envoy CPU cores | rounds (req/s) |",
             "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
-        for v in GET_VARIANTS + POST_VARIANTS:
+        for v in list(GET_VARIANTS + POST_VARIANTS) + [v for v in env if v not in GET_VARIANTS + POST_VARIANTS]:
             s = env.get(v)
             if not s:
                 continue
@@ -132,7 +132,7 @@ def markdown(results):
         accepted = results.get("collector_accepted_envoy_phase")
         if accepted is not None:
             shipped = sum(s.get("captured", 0) - s.get("dropped_other", 0) - s.get("buffered", 0)
-                          for v, s in ship.items() if v != "meshaudit_sink")
+                          for v, s in ship.items() if not v.partition("@")[0].endswith("_sink"))
             lines += ["", f"The collector stored {accepted:,} events; the variants shipping to it captured "
                           f"and did not drop or still hold {shipped:,} (events still buffered in a worker VM "
                           "when Envoy stops are not shipped, SPEC §8)."]

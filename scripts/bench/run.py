@@ -129,7 +129,8 @@ class Bench:
 
     def _start_envoy(self, variant, collector_port, name=None):
         lp, ap = free_port(), free_port()
-        paths = {"meshaudit": self.wasm, "access_log": self.tmp / f"access-{variant}.log", **self.floor}
+        paths = {"meshaudit": self.wasm, "access_log": self.tmp / f"access-{variant}.log", **self.floor,
+                 **{f"meshaudit@{k}": Path(v) for k, v in bootstraps.alt_wasms().items()}}
         cfg = bootstraps.variant_bootstrap(variant, (lp, ap), paths, collector_port)
         name = name or variant
         cfg_path = self.tmp / f"envoy-{name}.json"
@@ -197,7 +198,7 @@ class Bench:
         sink_port = int(sink.url.rsplit(":", 1)[1])
         envoys = {}
         for v in variants:
-            envoys[v] = self.start_envoy(v, sink_port if v == "meshaudit_sink" else col.port)
+            envoys[v] = self.start_envoy(v, sink_port if bootstraps.is_sink(v) else col.port)
             log(f"envoy {v}: {envoys[v].url}")
         served = {v: 0 for v in variants}
         for v in variants:
@@ -231,8 +232,8 @@ class Bench:
                         raise BenchError("access_log: Envoy wrote no access log lines")
                     os.truncate(e.access_log, 0)
         # Memory: bare Envoy, the empty wasm filter (the RSS target's reference) and Envoy +
-        # meshaudit each serve at least `memory_requests`.
-        for v in [v for v in ("bare", "empty_wasm", "meshaudit") if v in variants]:
+        # meshaudit (to the collector, and to the null sink) each serve at least `memory_requests`.
+        for v in [v for v in ("bare", "empty_wasm", "meshaudit", "meshaudit_sink") if v in variants]:
             while served[v] < o["memory_requests"]:
                 rps = report.median([r["rps"] for r in rounds[v]]) or 1000
                 secs = int(min(60, max(1, (o["memory_requests"] - served[v]) / rps + 1)))
@@ -245,7 +246,7 @@ class Bench:
             for v in variants}
         time.sleep(2.5)  # let the filters' last batches (flush_interval_ms 1000) land
         ship = {}
-        for v in [v for v in ("meshaudit", "meshaudit_sink", "meshaudit_bodies") if v in variants]:
+        for v in [v for v in variants if v.startswith("meshaudit")]:
             # The load has stopped: wait (up to 60 s) until the filter holds nothing, so the
             # accounting below holds to the event.
             deadline = time.time() + 60
@@ -257,11 +258,12 @@ class Bench:
             if ship[v].get("captured", 0) == 0 or ship[v].get("batches_ok", 0) == 0:
                 raise BenchError(f"{v}: the filter captured or shipped nothing (stats: {ship[v]}); envoy log:\n"
                                  f"{tail(envoys[v].log_path)}")
-        if ship.get("meshaudit_sink", {}).get("batches_failed"):
-            raise BenchError(f"meshaudit_sink: the null sink refused batches: {ship['meshaudit_sink']}")
+        for v in [v for v in ship if bootstraps.is_sink(v)]:
+            if ship[v].get("batches_failed"):
+                raise BenchError(f"{v}: the null sink refused batches: {ship[v]}")
         accepted = self.collector_accepted(col)
         self.results["collector_accepted_envoy_phase"] = accepted
-        if not accepted and {"meshaudit", "meshaudit_bodies"} & set(variants):
+        if not accepted and {"meshaudit", "meshaudit_bodies"} & set(variants):  # shipping to it
             raise BenchError(f"the collector stored no events from the filter; collector log:\n"
                              f"{tail(col.log_path)}")
         self.results["meshaudit_shipping"] = ship
