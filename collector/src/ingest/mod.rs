@@ -14,6 +14,7 @@
 //! | 6 rate of this identity | [`crate::rate_limit`] | `429 rate_limited` + `Retry-After` |
 //! | 7–8 decompression, event count, parsing, hashing, ids (blocking pool) | [`events`] | `413`, `400 malformed` + `line` |
 //! | 5′ signature over the batch digest (`X-Signature-Scheme: digest`) | [`auth`] | `401 signature` |
+//! | 5″ workload batch signature, per-event Ed25519 (SPEC §10) | [`crate::keys::hook`] | `401 batch_signature` |
 //! | 9 idempotency | [`idempotency`] | `409 idempotency_conflict` |
 //! | 10 event verification | here | `422 unverified` + `lines` |
 //! | – the store | here | `503 store_unavailable` |
@@ -118,6 +119,10 @@ pub async fn ingest(
         &settings.signing_secrets,
         events.iter().map(|e| e.event_hash.as_str()),
     )?;
+    // 5″. SPEC §10 workload keys ([`crate::keys::hook`]): per-event Ed25519
+    // and `X-Meshaudit-Batch-Signature`, over the hashes just recomputed.
+    let mut events = events;
+    crate::keys::hook::check(app, headers, &mut events).await?;
     verify_elapsed += verify_started.elapsed();
     app.metrics
         .signature_verification_seconds

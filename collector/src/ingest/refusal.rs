@@ -24,11 +24,14 @@ pub enum Reason {
     Overloaded,
     /// The body did not arrive in time (`408`).
     Timeout,
+    /// SPEC §10: the workload batch signature is missing, unknown, out of
+    /// its window or scope, or does not verify.
+    BatchSignature,
 }
 
 impl Reason {
     /// Every reason, so each label is exported at 0 from the first scrape.
-    pub const ALL: [Reason; 13] = [
+    pub const ALL: [Reason; 14] = [
         Reason::ContentType,
         Reason::TooLarge,
         Reason::ApiKey,
@@ -42,6 +45,7 @@ impl Reason {
         Reason::StoreUnavailable,
         Reason::Overloaded,
         Reason::Timeout,
+        Reason::BatchSignature,
     ];
 
     pub fn label(self) -> &'static str {
@@ -59,6 +63,7 @@ impl Reason {
             Reason::StoreUnavailable => "store_unavailable",
             Reason::Overloaded => "overloaded",
             Reason::Timeout => "timeout",
+            Reason::BatchSignature => "batch_signature",
         }
     }
 }
@@ -95,6 +100,11 @@ pub enum Refusal {
     StoreUnavailable {
         events: u64,
     },
+    /// SPEC §10 ([`crate::keys::hook`]); the message names the key, never key material.
+    BatchSignature {
+        message: String,
+        events: u64,
+    },
 }
 
 impl Refusal {
@@ -125,6 +135,7 @@ impl Refusal {
             Refusal::IdempotencyConflict { .. } => Reason::IdempotencyConflict,
             Refusal::Unverified { .. } => Reason::Unverified,
             Refusal::StoreUnavailable { .. } => Reason::StoreUnavailable,
+            Refusal::BatchSignature { .. } => Reason::BatchSignature,
         }
     }
 
@@ -132,9 +143,10 @@ impl Refusal {
         match self {
             Refusal::ContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Refusal::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Refusal::ApiKey | Refusal::Timestamp(_) | Refusal::Signature(_) => {
-                StatusCode::UNAUTHORIZED
-            }
+            Refusal::ApiKey
+            | Refusal::Timestamp(_)
+            | Refusal::Signature(_)
+            | Refusal::BatchSignature { .. } => StatusCode::UNAUTHORIZED,
             Refusal::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Refusal::Overloaded { .. } | Refusal::StoreUnavailable { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -151,7 +163,9 @@ impl Refusal {
         match self {
             Refusal::ContentType(m) | Refusal::Signature(m) => (*m).to_owned(),
             Refusal::TooLarge(m) | Refusal::Timestamp(m) => m.clone(),
-            Refusal::Malformed { message, .. } => message.clone(),
+            Refusal::Malformed { message, .. } | Refusal::BatchSignature { message, .. } => {
+                message.clone()
+            }
             Refusal::ApiKey => "missing or unknown X-API-Key".to_owned(),
             Refusal::RateLimited { .. } => "too many requests for this client".to_owned(),
             Refusal::Overloaded { .. } => {
@@ -200,7 +214,8 @@ impl Refusal {
         match self {
             Refusal::IdempotencyConflict { events }
             | Refusal::StoreUnavailable { events }
-            | Refusal::Unverified { events, .. } => (*events).max(1),
+            | Refusal::Unverified { events, .. }
+            | Refusal::BatchSignature { events, .. } => (*events).max(1),
             _ => 1,
         }
     }
