@@ -8,12 +8,13 @@ export MESHAUDIT_WASM ?= $(abspath dist/meshaudit_filter.wasm)
 export MESHAUDIT_COLLECTOR_BIN ?= $(abspath target/release/meshaudit-collector)
 export PATH := $(abspath $(VENV)/bin):$(PATH)
 
-.PHONY: help setup build wasm test lint unit e2e validate demo bench clean release release-version
+.PHONY: help setup build wasm test lint unit e2e validate demo bench fuzz clean release release-version
 
 help:
 	@echo "make demo   - set up, build and run collector + Envoy + filter + upstream with sample traffic"
 	@echo "make test   - fmt, clippy, unit, integration, end-to-end (real Envoy) and manifest tests"
 	@echo "make bench  - benchmarks (see docs/BENCHMARKS.md)"
+	@echo "make fuzz   - the ingest decoder's property tests with many cases (PROPTEST_CASES, default 100000)"
 	@echo "make release VERSION=x.y.z [REGISTRY=host/path] - images, SBOMs and k8s/release/ (docs/deploy.md)"
 
 setup:
@@ -56,6 +57,10 @@ demo: build wasm
 
 bench: build wasm
 	@bash scripts/bench.sh
+
+# `make test` runs the same properties with proptest's default 256 cases.
+fuzz:
+	PROPTEST_CASES=$${PROPTEST_CASES:-100000} cargo test --release -p meshaudit-collector --test fuzz
 
 clean:
 	cargo clean
