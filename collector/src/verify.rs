@@ -141,6 +141,8 @@ pub async fn verify_store_cached(
     .unwrap_or_else(|| start_below(&log, oldest));
     let from_seq = start.seq;
 
+    // The chain hash the rows give at the recorded head's seq.
+    let mut at_recorded = (start.seq == recorded_head.seq).then(|| start.chain_hash.clone());
     let mut verifier = ChainVerifier::new(start);
     let mut after = from_seq;
     let row_break = 'pages: loop {
@@ -149,10 +151,6 @@ pub async fn verify_store_cached(
             break None;
         }
         for row in &rows {
-            // Rows committed after the head was read are the next run's.
-            if row.seq > recorded_head.seq {
-                break 'pages None;
-            }
             if let Some(a) = log.iter().find(|a| a.first_kept_seq == row.seq) {
                 if verifier.head() != &a.as_head() && verifier.head().seq == a.first_kept_seq - 1 {
                     break 'pages Some(ChainBreak {
@@ -172,6 +170,9 @@ pub async fn verify_store_cached(
             if let Err(b) = verifier.feed(&r) {
                 break 'pages Some(b);
             }
+            if row.seq == recorded_head.seq {
+                at_recorded = Some(row.chain_hash.clone());
+            }
             after = row.seq;
         }
         progress(verifier.checked());
@@ -179,7 +180,17 @@ pub async fn verify_store_cached(
             break None;
         }
     };
-    let row_break = row_break.or_else(|| head_break(verifier.head(), &recorded_head));
+    // Appends may have committed while the rows were read: the head read now
+    // is at or past every row seen, unless rows were added behind its back.
+    let head_after = store.head().await?;
+    let row_break = row_break.or_else(|| {
+        head_break(
+            verifier.head(),
+            at_recorded.as_deref(),
+            &recorded_head,
+            &head_after,
+        )
+    });
     let rows_intact = row_break.is_none();
     // A break in the rows or an archive that contradicts its anchor: the lowest seq wins.
     let broken = match (row_break, archive_break) {
@@ -220,8 +231,16 @@ fn start_below(log: &[RetentionAnchor], oldest: Option<i64>) -> ChainHead {
         .unwrap_or_else(ChainHead::genesis)
 }
 
-/// After the last row: the recorded head must be exactly the last link.
-fn head_break(last: &ChainHead, recorded: &ChainHead) -> Option<ChainBreak> {
+/// After the last row. `recorded` was read before the walk: its rows were
+/// committed, so the walk must reach it and pass through its chain hash
+/// (`at_recorded`). `after` was read after the walk: no row may lie beyond it,
+/// and where the walk ends on it, the hashes must agree.
+fn head_break(
+    last: &ChainHead,
+    at_recorded: Option<&str>,
+    recorded: &ChainHead,
+    after: &ChainHead,
+) -> Option<ChainBreak> {
     let fail = |seq: i64, reason: &str| {
         Some(ChainBreak {
             seq,
@@ -230,11 +249,16 @@ fn head_break(last: &ChainHead, recorded: &ChainHead) -> Option<ChainBreak> {
     };
     if recorded.seq > last.seq {
         fail(last.seq + 1, "missing_event")
-    } else if recorded.seq < last.seq {
-        // An anchor (or a resume point) beyond the recorded head.
-        fail(recorded.seq + 1, "head_mismatch")
-    } else if recorded.chain_hash != last.chain_hash {
-        fail(recorded.seq.max(1), "head_mismatch")
+    } else if at_recorded != Some(recorded.chain_hash.as_str()) {
+        // A head whose hash is not the rows' (or an anchor or resume point beyond it).
+        fail(
+            recorded.seq.max(0) + i64::from(at_recorded.is_none()),
+            "head_mismatch",
+        )
+    } else if last.seq > after.seq {
+        fail(after.seq + 1, "rows_beyond_head")
+    } else if last.seq == after.seq && last.chain_hash != after.chain_hash {
+        fail(after.seq, "head_mismatch")
     } else {
         None
     }
@@ -326,18 +350,35 @@ mod tests {
         }
     }
 
+    fn brk(b: Option<ChainBreak>) -> Option<(i64, String)> {
+        b.map(|b| (b.seq, b.reason))
+    }
+
     #[test]
     fn the_head_hash_counts_not_only_its_seq() {
-        assert_eq!(head_break(&h(5, "a"), &h(5, "a")), None);
+        let (a5, b5) = (h(5, "a"), h(5, "b"));
+        assert_eq!(head_break(&a5, Some("a"), &a5, &a5), None);
+        // Appends committed during the walk are fine.
+        assert_eq!(head_break(&h(6, "c"), Some("a"), &a5, &h(6, "c")), None);
+        assert_eq!(head_break(&a5, Some("a"), &a5, &h(9, "z")), None);
         assert_eq!(
-            head_break(&h(5, "a"), &h(5, "b")).map(|b| (b.seq, b.reason)),
+            brk(head_break(&a5, Some("a"), &b5, &b5)),
             Some((5, "head_mismatch".to_owned()))
         );
         assert_eq!(
-            head_break(&h(5, "a"), &h(7, "b")).map(|b| (b.seq, b.reason)),
+            brk(head_break(&a5, Some("a"), &h(7, "b"), &h(7, "b"))),
             Some((6, "missing_event".to_owned()))
         );
-        assert_eq!(head_break(&h(5, "a"), &h(3, "b")).map(|b| b.seq), Some(4));
+        // Rows behind the head's back (the head rolled back, or rows added).
+        assert_eq!(
+            brk(head_break(&a5, Some("x"), &h(3, "x"), &h(3, "x"))),
+            Some((4, "rows_beyond_head".to_owned()))
+        );
+        // A start (anchor or resume point) beyond the head.
+        assert_eq!(
+            brk(head_break(&a5, None, &h(3, "x"), &h(3, "x"))),
+            Some((4, "head_mismatch".to_owned()))
+        );
     }
 
     #[test]
