@@ -441,10 +441,13 @@ class Bench:
             raise BenchError("perf is missing: apt-get install linux-perf")
         secs = max(2, self.o["round_s"])
         col = self.start_collector("collector-profile", f"sqlite://{self.tmp / 'profile.db'}")
+        sink = self.start_envoy("sink", None, name="sink-profile")
+        sink_port = int(sink.url.rsplit(":", 1)[1])
         profiles = {}
         try:
-            for v in ("bare", "trivial_wasm", "meshaudit", "meshaudit_bodies"):
-                e = self.start_envoy(v, col.port)
+            for v in self.o.get("variants") or ("bare", "trivial_wasm", "meshaudit", "meshaudit_sink",
+                                                "meshaudit_bodies", "meshaudit_bodies_sink"):
+                e = self.start_envoy(v, sink_port if bootstraps.is_sink(v) else col.port)
                 try:
                     self.wrk(e.url, bootstraps.VARIANTS[v][1], 1)
                     data = self.tmp / f"perf-{v}.data"
@@ -470,6 +473,7 @@ class Bench:
                 finally:
                     self.stop(e)
         finally:
+            self.stop(sink)
             self.stop(col)
         self.results["profile"] = profiles
 
