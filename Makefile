@@ -57,6 +57,8 @@ demo: build wasm
 
 bench: build wasm
 	@bash scripts/bench.sh
+	@python3 scripts/search_latency.py --backend sqlite
+	@python3 scripts/search_latency.py --backend postgres
 
 # `make test` runs the same properties with proptest's default 256 cases.
 fuzz:

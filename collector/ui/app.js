@@ -102,7 +102,7 @@
   $("verify-chain-btn").addEventListener("click", async () => {
     setText("chain-result", "checking…");
     try {
-      const r = await call("/v1/verify");
+      const r = await call("/v1/verify?full=1");   // every row again, not only the new ones
       if (r.ok) setText("chain-result", "intact: " + r.checked + " events checked", "ok");
       else setText("chain-result", "BROKEN at seq " + r.first_bad_seq + " (" + r.reason + ")", "fail");
     } catch (e) { setText("chain-result", e.message, "fail"); }
