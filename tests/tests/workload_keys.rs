@@ -265,7 +265,60 @@ async fn batch_and_events(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_batches_are_stored_linked_and_verify_independently() -> Result<()> {
-    let c = collector(&[]).await?;
+    signed_batches(&[]).await
+}
+
+/// The same on PostgreSQL (a fresh database, dropped after), plus the
+/// registry's append-only triggers refusing a direct change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_batches_on_postgresql_and_the_registry_is_append_only() -> Result<()> {
+    let server = std::env::var("MESHAUDIT_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let base = server
+        .rsplit_once('/')
+        .map(|(b, _)| b.to_owned())
+        .unwrap_or(server.clone());
+    let db = format!("meshaudit_wk_{}_{}", std::process::id(), free_port()?);
+    psql(&server, &format!("CREATE DATABASE {db}"))?;
+    let url = format!("{base}/{db}");
+    let result = async {
+        signed_batches(&[("DATABASE_URL", url.as_str())]).await?;
+        for sql in [
+            "UPDATE workload_keys SET namespaces = '[]'",
+            "DELETE FROM workload_keys",
+            "DELETE FROM batch_records",
+            "UPDATE event_batches SET batch_id = batch_id",
+        ] {
+            let err = psql(&url, sql)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(err.contains("append-only"), "{sql}: {err}");
+        }
+        Ok::<(), anyhow::Error>(())
+    }
+    .await;
+    let _ = psql(
+        &server,
+        &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
+    );
+    result
+}
+
+/// Runs one statement with `psql` (Debian's postgresql-client, from `make setup`).
+fn psql(url: &str, sql: &str) -> Result<()> {
+    let out = std::process::Command::new("psql")
+        .args([url, "-v", "ON_ERROR_STOP=1", "-qAtc", sql])
+        .output()
+        .context("running psql (install postgresql-client: make setup)")?;
+    if !out.status.success() {
+        bail!("psql: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+async fn signed_batches(extra_env: &[(&str, &str)]) -> Result<()> {
+    let c = collector(extra_env).await?;
     let k = keypair("shop-k1", 11)?;
     register(&c, json!({"keyid": "shop-k1", "algorithm": "ed25519", "public_key": k.verifier, "namespaces": [NAMESPACE]})).await?;
     let upstream = Upstream::start().await?;
