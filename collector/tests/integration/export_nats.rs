@@ -6,8 +6,8 @@
 //! window absorbs resends by `Nats-Msg-Id`), in seq order.
 
 use crate::export_support::{
-    all_events, assert_complete_in_order, head, metric, post_events, signal, wait_for,
-    wait_in_flight, Served,
+    all_events, assert_complete_in_order, head, kill_with_batch_in_flight, metric, post_events,
+    signal, wait_for, Served,
 };
 use crate::support::{free_port, temp_sqlite};
 use async_nats::jetstream;
@@ -162,20 +162,15 @@ async fn nats_export_survives_kill9_and_a_server_outage() {
     edge.start().await;
 
     // Kill -9 the edge with a batch in flight: the server is frozen, its ack never comes.
-    post_events(edge.addr, "a", 10, 10).await;
-    wait_for(30, "the first 100 records delivered", || async {
-        metric(edge.addr, "audit_export_cursor_seq", "bus")
-            .await
-            .filter(|c| *c == 100)
-    })
+    let child = nats.child.as_ref().expect("nats");
+    kill_with_batch_in_flight(
+        &mut edge,
+        "bus",
+        10,
+        || signal(child, "STOP"),
+        || signal(child, "CONT"),
+    )
     .await;
-    signal(nats.child.as_ref().expect("nats"), "STOP");
-    post_events(edge.addr, "b", 10, 10).await;
-    let caught = wait_in_flight(&db.url, "bus", 200).await;
-    edge.kill9();
-    signal(nats.child.as_ref().expect("nats"), "CONT");
-    assert_eq!(caught["cursor"], 100, "{caught}");
-    edge.start().await;
     post_events(edge.addr, "b2", 10, 10).await;
 
     nats.stop();

@@ -8,8 +8,8 @@
 //! without gaps, each manifest names its segment's SHA-256 and seq range.
 
 use crate::export_support::{
-    all_events, assert_complete_in_order, head, metric, post_events, signal, wait_for,
-    wait_in_flight, Served,
+    all_events, assert_complete_in_order, head, kill_with_batch_in_flight, metric, post_events,
+    signal, wait_for, Served,
 };
 use crate::support::{free_port, run_cli, temp_sqlite};
 use s3::creds::Credentials;
@@ -126,20 +126,15 @@ async fn s3_segments_survive_kill9_and_a_server_restart() {
     edge.start().await;
 
     // Kill -9 the edge with a segment in flight: moto is frozen (SIGSTOP).
-    post_events(edge.addr, "a", 10, 10).await;
-    wait_for(30, "the first 100 records delivered", || async {
-        metric(edge.addr, "audit_export_cursor_seq", "lake")
-            .await
-            .filter(|c| *c == 100)
-    })
+    let child = moto.child.as_ref().expect("moto");
+    kill_with_batch_in_flight(
+        &mut edge,
+        "lake",
+        10,
+        || signal(child, "STOP"),
+        || signal(child, "CONT"),
+    )
     .await;
-    signal(moto.child.as_ref().expect("moto"), "STOP");
-    post_events(edge.addr, "a2", 10, 10).await;
-    let caught = wait_in_flight(&db.url, "lake", 200).await;
-    edge.kill9();
-    signal(moto.child.as_ref().expect("moto"), "CONT");
-    assert_eq!(caught["cursor"], 100, "{caught}");
-    edge.start().await;
     post_events(edge.addr, "b", 10, 10).await;
     wait_for(30, "more segments", || async {
         metric(edge.addr, "audit_export_cursor_seq", "lake")

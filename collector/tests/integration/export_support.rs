@@ -243,3 +243,33 @@ pub async fn wait_in_flight(db: &str, exporter: &str, records: i64) -> serde_jso
     })
     .await
 }
+
+/// Kill -9 with a batch certainly in flight: posts `batches` batches of 10
+/// events and waits for their delivery, freezes the sink, posts as many
+/// again, waits until `export status` shows a batch in flight, kills the
+/// edge, thaws the sink and starts the edge again. Leaves `2 × batches × 10`
+/// records stored.
+pub async fn kill_with_batch_in_flight(
+    edge: &mut Served,
+    exporter: &str,
+    batches: usize,
+    freeze: impl FnOnce(),
+    thaw: impl FnOnce(),
+) {
+    let delivered = batches as i64 * 10;
+    post_events(edge.addr, "before-kill", batches, 10).await;
+    let addr = edge.addr;
+    wait_for(30, "the first records delivered", || async move {
+        metric(addr, "audit_export_cursor_seq", exporter)
+            .await
+            .filter(|c| *c == delivered)
+    })
+    .await;
+    freeze();
+    post_events(edge.addr, "in-flight", batches, 10).await;
+    let caught = wait_in_flight(&edge.db, exporter, 2 * delivered).await;
+    edge.kill9();
+    thaw();
+    assert_eq!(caught["cursor"], delivered, "{caught}");
+    edge.start().await;
+}

@@ -8,8 +8,8 @@
 //!   same bytes under the same idempotency key.
 
 use crate::export_support::{
-    all_events, assert_complete_in_order, export_status, head, metric, post_events, signal,
-    wait_for, wait_in_flight, Served,
+    all_events, assert_complete_in_order, export_status, head, kill_with_batch_in_flight, metric,
+    post_events, signal, wait_for, Served,
 };
 use crate::support::{run_cli, temp_sqlite, API_KEY, SECRET};
 use axum::body::Bytes;
@@ -53,20 +53,15 @@ async fn edge_to_central(edge_url: &str, log: Option<std::path::PathBuf>) {
 
     // Kill -9 the edge with a batch in flight: the central collector is
     // frozen (SIGSTOP), so its answer never comes.
-    post_events(edge.addr, "a", 10, 10).await;
-    wait_for(30, "the first 100 records delivered", || async {
-        metric(edge.addr, "audit_export_cursor_seq", "central")
-            .await
-            .filter(|c| *c == 100)
-    })
+    let child = central.child.as_ref().expect("central");
+    kill_with_batch_in_flight(
+        &mut edge,
+        "central",
+        10,
+        || signal(child, "STOP"),
+        || signal(child, "CONT"),
+    )
     .await;
-    signal(central.child.as_ref().expect("central"), "STOP");
-    post_events(edge.addr, "a2", 10, 10).await;
-    let caught = wait_in_flight(edge_url, "central", 200).await;
-    edge.kill9();
-    signal(central.child.as_ref().expect("central"), "CONT");
-    assert_eq!(caught["cursor"], 100, "{caught}");
-    edge.start().await;
     post_events(edge.addr, "b", 20, 10).await;
 
     // The sink goes away for a while: the exporter retries, the lag grows.
@@ -209,6 +204,22 @@ async fn start_receiver(state: Arc<Mutex<Receiver>>) -> std::net::SocketAddr {
     addr
 }
 
+/// `retain` of everything received until now (no minimum age).
+fn retain_now(db: &str, archive: &std::path::Path) -> (i32, String) {
+    let before = chrono::Utc::now().to_rfc3339();
+    let archive = archive.to_str().expect("archive path");
+    let args = [
+        "retain",
+        "--before",
+        &before,
+        "--archive",
+        archive,
+        "--min-age",
+        "0s",
+    ];
+    run_cli(db, &args)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_record_stops_the_exporter_and_replay_resends() {
     let state = Arc::new(Mutex::new(Receiver {
@@ -258,19 +269,7 @@ async fn a_refused_record_stops_the_exporter_and_replay_resends() {
 
     // retain keeps undelivered records unless --force.
     let archive = db.dir.path().join("archive");
-    let before = chrono::Utc::now().to_rfc3339();
-    let (code, out) = run_cli(
-        &db.url,
-        &[
-            "retain",
-            "--before",
-            &before,
-            "--archive",
-            archive.to_str().unwrap(),
-            "--min-age",
-            "0s",
-        ],
-    );
+    let (code, out) = retain_now(&db.url, &archive);
     assert_eq!(code, 2, "{out}");
     assert!(
         out.contains("not yet delivered") && out.contains("w (delivered up to seq 3)"),
@@ -365,20 +364,8 @@ async fn a_refused_record_stops_the_exporter_and_replay_resends() {
     .await;
 
     // Everything delivered: retain may remove it now.
-    let before = chrono::Utc::now().to_rfc3339();
     edge.kill9();
-    let (code, out) = run_cli(
-        &db.url,
-        &[
-            "retain",
-            "--before",
-            &before,
-            "--archive",
-            archive.to_str().unwrap(),
-            "--min-age",
-            "0s",
-        ],
-    );
+    let (code, out) = retain_now(&db.url, &archive);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("removed 15 events"), "{out}");
 }
