@@ -22,7 +22,7 @@ use meshaudit_collector::log::note::VerifierKey;
 use sqlx::Connection;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -795,36 +795,41 @@ async fn kill9_under_load(url: &str) {
         .await;
         let addr = collector.addr;
         let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(AtomicUsize::new(0));
         let mut clients = Vec::new();
         for client in 0..3 {
-            let stop = stop.clone();
+            let (stop, acked) = (stop.clone(), acked.clone());
             clients.push(tokio::spawn(async move {
-                let mut acked = 0;
                 for batch in 0..2000 {
                     if stop.load(Ordering::Relaxed) {
                         break;
                     }
                     let prefix = format!("k{round}-c{client}-b{batch}");
                     match post_signed(addr, &ndjson_events(&prefix, 10), Some(&prefix)).await {
-                        Ok(r) if r.status == 200 => acked += 1,
+                        Ok(r) if r.status == 200 => {
+                            acked.fetch_add(1, Ordering::Relaxed);
+                        }
                         Ok(r) => panic!("status {}", r.status),
                         Err(_) => break,
                     }
                 }
-                acked
             }));
         }
-        tokio::time::sleep(Duration::from_millis(700)).await;
+        // Kill in the middle of the load: once batches are being acknowledged.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while acked.load(Ordering::Relaxed) < 10 {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: no batch acknowledged in 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
         collector.kill9();
         stop.store(true, Ordering::Relaxed);
-        let mut acked = 0;
         for c in clients {
-            acked += c.await.unwrap();
+            c.await.unwrap();
         }
-        assert!(
-            acked > 0,
-            "round {round}: nothing acknowledged before the kill"
-        );
     }
     let store = meshaudit_collector::store::open(url).await.unwrap();
     let db = LogDb::from_raw(store.raw_pool().unwrap());
