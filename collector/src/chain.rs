@@ -5,7 +5,7 @@
 //! and recomputes everything from the stored canonical JSON, so a changed,
 //! removed, inserted or reordered row is named by the first bad `seq`.
 
-use crate::prepare::{column_text, index_columns, IndexColumns};
+use crate::prepare::{index_columns, IndexColumns};
 use meshaudit_event::canonical::canonical;
 use meshaudit_event::integrity::{event_hash, sha256_hex};
 use meshaudit_event::value::{parse, Map, Value};
@@ -146,12 +146,9 @@ impl ChainVerifier {
     }
 }
 
-/// The id column an event gets (same rule as [`crate::prepare::prepare`]).
+/// The id column an event gets: the one rule ingest uses too.
 fn id_of(event: &Map, hash: &str) -> String {
-    match event.get("id") {
-        Some(Value::String(s)) if !s.is_empty() => column_text(s),
-        _ => format!("sha256:{hash}"),
-    }
+    crate::prepare::id_column(event, hash)
 }
 
 #[cfg(test)]
