@@ -46,9 +46,11 @@ trait TreeTx: Send {
     ) -> Result<(), StoreError>;
 }
 
-/// Frontiers by database identity, with the tail they end at.
-fn cache() -> &'static Mutex<HashMap<String, (u64, Option<Hash>, Frontier)>> {
-    static CACHE: OnceLock<Mutex<HashMap<String, (u64, Option<Hash>, Frontier)>>> = OnceLock::new();
+/// Frontiers by database identity, with the tail (size, last record hash) they end at.
+type FrontierCache = Mutex<HashMap<String, (u64, Option<Hash>, Frontier)>>;
+
+fn cache() -> &'static FrontierCache {
+    static CACHE: OnceLock<FrontierCache> = OnceLock::new();
     CACHE.get_or_init(Default::default)
 }
 
