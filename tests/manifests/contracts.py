@@ -13,6 +13,8 @@ COLLECTOR_ENV = {
     "AUDIT_RECEIVER_REJECT_UNVERIFIED", "MESHAUDIT_MAX_BODY_BYTES", "MESHAUDIT_RATE_LIMIT_RPS",
     "MESHAUDIT_ADMIN_TOKEN", "MESHAUDIT_TLS_CERT", "MESHAUDIT_TLS_KEY", "MESHAUDIT_TLS_CLIENT_CA",
     "MESHAUDIT_LOG_FORMAT",
+    # SPEC §10 workload keys
+    "AUDIT_RECEIVER_BATCH_KEYS", "AUDIT_RECEIVER_REQUIRE_BATCH_SIGNATURE",
 }
 # Not the collector's settings: only referenced by $(...) in DATABASE_URL (k8s/postgres).
 COLLECTOR_ENV_HELPERS = {"POSTGRES_PASSWORD"}
@@ -25,13 +27,14 @@ FILTER_KEYS = {
     "body_content_types", "sample_rate", "body_sample_rate", "skip_paths", "header_map",
     "tenant_id", "subject_claim", "include_request_headers", "include_response_headers",
     "redact_headers", "redact_keys", "redact_mode", "is_sensitive", "compliance_category",
+    "batch_signing_key",
 }
-FILTER_SECRET_KEYS = {"api_key", "signing_secret", "event_key"}
+FILTER_SECRET_KEYS = {"api_key", "signing_secret", "event_key", "batch_signing_key"}
 FILTER_ENV = {
     "POD_NAME", "POD_NAMESPACE", "NODE_NAME", "CONTAINER_NAME", "SERVICE_ACCOUNT",
     "AUDIT_FORWARD_ENABLED", "AUDIT_FORWARD_API_KEY", "AUDIT_FORWARD_SIGNING_SECRET",
     "AUDIT_FORWARD_EVENT_KEY", "AUDIT_FORWARD_REDACTION_KEY", "AUDIT_FORWARD_RETRIES",
-    "AUDIT_FORWARD_BACKOFF_MS",
+    "AUDIT_FORWARD_BACKOFF_MS", "AUDIT_FORWARD_BATCH_SIGNING_KEY",
 }
 # What stock Istio injection puts in istio-proxy's environment, of the names above.
 ISTIO_PROXY_STOCK_ENV = {"POD_NAME", "POD_NAMESPACE", "SERVICE_ACCOUNT"}
@@ -67,7 +70,7 @@ METRIC_PREFIXES = ("audit_", "meshaudit_", "db_write_", "signature_verification_
 FOREIGN_NAME_PATTERNS = ("envoy_extension_config_discovery_",)
 REJECT_REASONS = {
     "content_type", "too_large", "api_key", "timestamp", "signature", "rate_limited", "malformed",
-    "idempotency_conflict", "id_conflict", "unverified", "store_unavailable",
+    "idempotency_conflict", "id_conflict", "unverified", "store_unavailable", "batch_signature",
 }
 CORE_GROUPS = {"v1", "apps/v1", "batch/v1", "policy/v1", "networking.k8s.io/v1"}
 AUDIT_LABEL = ("meshaudit.io/audit", "enabled")
