@@ -58,6 +58,8 @@ def main():
     ap.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--batch", type=int, default=500, help="events per ingest request")
+    ap.add_argument("--keep", action="store_true", help="keep the PostgreSQL database (to inspect plans)")
     ap.add_argument("--binary", help="collector binary (default target/release/meshaudit-collector)")
     a = ap.parse_args()
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -82,7 +84,7 @@ def main():
             except Exception:
                 time.sleep(0.1)
         t0 = time.time()
-        batch = 2000
+        batch = a.batch
         starts = list(range(0, a.events, batch))
         lock = threading.Lock()
 
@@ -119,7 +121,9 @@ def main():
     finally:
         proc.terminate(); proc.wait()
         shutil.rmtree(work, ignore_errors=True)
-        if pgdb:
+        if pgdb and a.keep:
+            print(f"kept {url}")
+        elif pgdb:
             subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"DROP DATABASE IF EXISTS {pgdb} WITH (FORCE)"])
 
 
