@@ -26,7 +26,7 @@ pub fn bin() -> &'static str {
 
 /// Every variable the collector reads: tests clear them so the environment
 /// they run in cannot change what they check.
-pub const COLLECTOR_ENV: [&str; 19] = [
+pub const COLLECTOR_ENV: [&str; 28] = [
     "DATABASE_URL",
     "MESHAUDIT_LISTEN",
     "AUDIT_RECEIVER_REQUIRE_API_KEY",
@@ -40,6 +40,15 @@ pub const COLLECTOR_ENV: [&str; 19] = [
     "AUDIT_RECEIVER_REJECT_UNVERIFIED",
     "MESHAUDIT_MAX_BODY_BYTES",
     "MESHAUDIT_RATE_LIMIT_RPS",
+    "MESHAUDIT_MAX_BATCH_EVENTS",
+    "MESHAUDIT_MAX_INFLIGHT_BYTES",
+    "MESHAUDIT_HEADER_READ_TIMEOUT_SEC",
+    "MESHAUDIT_BODY_READ_TIMEOUT_SEC",
+    "MESHAUDIT_IDLE_TIMEOUT_SEC",
+    "MESHAUDIT_MAX_CONNECTIONS",
+    "MESHAUDIT_HTTP2_MAX_STREAMS",
+    "MESHAUDIT_MAX_SOURCES",
+    "MESHAUDIT_SOURCE_TTL_SEC",
     "MESHAUDIT_ADMIN_TOKEN",
     "MESHAUDIT_TLS_CERT",
     "MESHAUDIT_TLS_KEY",
