@@ -718,3 +718,71 @@ async fn the_registry_refuses_bad_keys_and_bad_tokens() -> Result<()> {
     assert_eq!(status, 409, "a retirement is never changed");
     Ok(())
 }
+
+/// Seed 001 publishers sign each event: `security.alg = "ed25519"` events are
+/// verified with the registry (`unknown_key` for a key it does not hold).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_event_ed25519_signatures_are_verified_with_the_registry() -> Result<()> {
+    let c = collector(&[("AUDIT_RECEIVER_REQUIRE_BATCH_SIGNATURE", "0")]).await?;
+    let k = keypair("billing-publisher", 51)?;
+    register(
+        &c,
+        json!({"keyid": "billing-publisher", "algorithm": "ed25519", "public_key": k.verifier}),
+    )
+    .await?;
+    // Three events sealed by Python: good, signed by a key the registry does not
+    // hold, and with a signature over another hash; then the HMAC batch headers.
+    let script = r#"
+import base64, hashlib, hmac, json, sys, time
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+good = Ed25519PrivateKey.from_private_bytes(bytes([51]) * 32)
+other = Ed25519PrivateKey.from_private_bytes(bytes([52]) * 32)
+canon = lambda v: json.dumps(v, sort_keys=True, separators=(",", ":"))
+lines = []
+for eid, keyid, key, tamper in [("e-good", "billing-publisher", good, False),
+                                ("e-unknown", "nobody", other, False),
+                                ("e-bad", "billing-publisher", good, True)]:
+    ev = {"id": eid, "specversion": "1.0", "action": {"name": "/invoices"}}
+    h = hashlib.sha256(canon(ev).encode()).hexdigest()
+    signed = ("0" * 64) if tamper else h
+    sig = base64.b64encode(key.sign(signed.encode())).decode()
+    ev["security"] = {"alg": "ed25519", "keyid": keyid, "hash": h, "signature": sig}
+    lines.append(canon(ev))
+body = "\n".join(lines) + "\n"
+ts = str(int(time.time()))
+mac = hmac.new(sys.argv[1].encode(), (ts + "." + body).encode(), hashlib.sha256).hexdigest()
+print(json.dumps({"body": body, "ts": ts, "sig": "sha256=" + mac}))
+"#;
+    let out = run_python_args(
+        script,
+        &[meshaudit_e2e::collector::TEST_SIGNING_SECRET],
+        b"",
+    )?;
+    let req: Value = serde_json::from_str(out.trim())?;
+    let resp = http_client()
+        .post(c.url("/v1/events"))
+        .header("content-type", "application/x-ndjson")
+        .header("x-api-key", meshaudit_e2e::collector::TEST_API_KEY)
+        .header("x-signature-ts", req["ts"].as_str().unwrap_or_default())
+        .header("x-signature", req["sig"].as_str().unwrap_or_default())
+        .body(req["body"].as_str().unwrap_or_default().to_owned())
+        .send()
+        .await?;
+    let status = resp.status().as_u16();
+    let answer: Value = resp.json().await?;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["accepted"], 3, "{answer}");
+    let good = one(&c, "e-good").await?;
+    assert_eq!(good["verified"], true, "{good}");
+    let unknown = one(&c, "e-unknown").await?;
+    assert_eq!(unknown["verified"], false, "{unknown}");
+    assert_eq!(unknown["verify_reason"], "unknown_key");
+    let bad = one(&c, "e-bad").await?;
+    assert_eq!(bad["verified"], false, "{bad}");
+    assert_eq!(bad["verify_reason"], "bad_signature");
+    assert!(
+        good.get("batch").is_none(),
+        "no batch signature, no batch record: {good}"
+    );
+    Ok(())
+}
