@@ -59,6 +59,7 @@ bench: build wasm
 	@bash scripts/bench.sh
 	@python3 scripts/search_latency.py --backend sqlite
 	@python3 scripts/search_latency.py --backend postgres
+	@python3 scripts/export_throughput.py
 
 # `make test` runs the same properties with proptest's default 256 cases.
 fuzz:

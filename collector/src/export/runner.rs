@@ -208,6 +208,8 @@ impl Runner {
                 }
                 Err(SinkError::Refused { seq, reason }) => {
                     self.metrics.failures.with_label_values(&[&self.name]).inc();
+                    // The sink names the record; a seq outside the batch is its mistake.
+                    let seq = seq.clamp(batch.first, batch.last);
                     let reason = format!(
                         "the sink refused batch {}-{} at seq {seq}: {reason}",
                         batch.first, batch.last
