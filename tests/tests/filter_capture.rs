@@ -437,6 +437,11 @@ fn bad_configuration_is_refused_naming_the_key() -> anyhow::Result<()> {
         (json!({"sample_rate": 2}), "sample_rate"),
         (json!({"redact_mode": "hmac"}), "redact_mode"),
         (json!({"api_key": 12345678}), "api_key"),
+        // SPEC §10: a signer key that does not parse; its text never reaches the log.
+        (
+            json!({"batch_signing_key": "PRIVATE+KEY+x+00000000+12345678"}),
+            "batch_signing_key",
+        ),
     ] {
         let opts = options(free_port()?, free_port()?, extra.clone())?;
         let log = envoy_refusing(&opts)?;
