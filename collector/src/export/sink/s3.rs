@@ -21,6 +21,36 @@ use s3::error::S3Error;
 use s3::{Bucket, Region};
 use std::io::Write;
 
+/// The client for the configured bucket: SigV4 with static credentials,
+/// path-style or virtual-host addressing.
+pub fn bucket(cfg: &S3Config) -> Result<Box<Bucket>, String> {
+    let region = match &cfg.endpoint {
+        Some(endpoint) => Region::Custom {
+            region: cfg.region.clone(),
+            endpoint: endpoint.trim_end_matches('/').to_owned(),
+        },
+        None => cfg
+            .region
+            .parse()
+            .map_err(|e| format!("region {:?}: {e}", cfg.region))?,
+    };
+    let creds = Credentials::new(
+        Some(&cfg.access_key_id),
+        Some(&cfg.secret_access_key.0),
+        None,
+        None,
+        None,
+    )
+    .map_err(|e| format!("credentials: {e}"))?;
+    let bucket = Bucket::new(&cfg.bucket, region, creds)
+        .map_err(|e| format!("bucket {:?}: {e}", cfg.bucket))?;
+    Ok(if cfg.path_style {
+        bucket.with_path_style()
+    } else {
+        bucket
+    })
+}
+
 pub struct S3 {
     bucket: Box<Bucket>,
     prefix: String,
@@ -32,29 +62,7 @@ pub struct S3 {
 
 impl S3 {
     pub fn new(cfg: &S3Config, format: Format, db: ExportDb) -> Result<Self, String> {
-        let region = match &cfg.endpoint {
-            Some(endpoint) => Region::Custom {
-                region: cfg.region.clone(),
-                endpoint: endpoint.trim_end_matches('/').to_owned(),
-            },
-            None => cfg
-                .region
-                .parse()
-                .map_err(|e| format!("region {:?}: {e}", cfg.region))?,
-        };
-        let creds = Credentials::new(
-            Some(&cfg.access_key_id),
-            Some(&cfg.secret_access_key.0),
-            None,
-            None,
-            None,
-        )
-        .map_err(|e| format!("credentials: {e}"))?;
-        let mut bucket = Bucket::new(&cfg.bucket, region, creds)
-            .map_err(|e| format!("bucket {:?}: {e}", cfg.bucket))?;
-        if cfg.path_style {
-            bucket = bucket.with_path_style();
-        }
+        let bucket = bucket(cfg)?;
         Ok(Self {
             bucket,
             prefix: cfg.prefix.clone().unwrap_or_default(),
@@ -217,6 +225,37 @@ mod tests {
                 .map(|i| Record::from_stored(&stored(i, r#"{"n":1}"#)).unwrap())
                 .collect(),
         }
+    }
+
+    #[test]
+    fn path_style_and_virtual_host_addressing() {
+        let mut cfg = S3Config {
+            endpoint: Some("https://s3.example.net:9000/".into()),
+            region: "eu-west-1".into(),
+            bucket: "lake".into(),
+            prefix: None,
+            access_key_id: "AK".into(),
+            secret_access_key: crate::config::Secret("SK".into()),
+            path_style: false,
+            segment_records: None,
+            segment_seconds: None,
+            object_lock_days: None,
+        };
+        assert_eq!(
+            bucket(&cfg).unwrap().url(),
+            "https://lake.s3.example.net:9000"
+        );
+        cfg.path_style = true;
+        assert_eq!(
+            bucket(&cfg).unwrap().url(),
+            "https://s3.example.net:9000/lake"
+        );
+        cfg.endpoint = None;
+        cfg.path_style = false;
+        assert_eq!(
+            bucket(&cfg).unwrap().url(),
+            "https://lake.s3-eu-west-1.amazonaws.com"
+        );
     }
 
     #[test]
