@@ -3,7 +3,7 @@
 //! NDJSON) and `retain`.
 
 use crate::config::{DbArgs, OutputFormat, QueryArgs, RetainArgs, VerifyArgs};
-use crate::http::read::EventItem;
+use crate::view::EventItem;
 use crate::prepare::parse_rfc3339_us;
 use crate::retain::{check_cutoff, parse_age, parse_cutoff, retain as run_retain, RetainOutcome};
 use crate::server::open_store;

@@ -17,6 +17,7 @@
 //! - [`http`]: the router, handlers and the API error type.
 //! - [`metrics`]: Prometheus metrics with SPEC §7's names.
 //! - [`server`]: `serve` (TLS, graceful shutdown, head publication); [`conn`]: connection limits.
+//! - [`view`]: a stored event as readers see it (API items, `query` NDJSON), shared by [`http`] and [`cli`].
 //! - [`cli`]: the `verify`, `query`, `retain` and `migrate` commands.
 #![forbid(unsafe_code)]
 
@@ -41,3 +42,4 @@ pub mod search;
 pub mod server;
 pub mod store;
 pub mod verify;
+pub mod view;
