@@ -57,6 +57,8 @@ impl Served {
                 cmd.stderr(Stdio::null());
             }
         }
+        cmd.env_remove("MESHAUDIT_EXPORTERS")
+            .env_remove("MESHAUDIT_EXPORTERS_FILE");
         for (k, v) in &self.env {
             cmd.env(k, v);
         }

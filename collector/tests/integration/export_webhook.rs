@@ -124,6 +124,48 @@ async fn edge_to_central(edge_url: &str, log: Option<std::path::PathBuf>) {
     }
 }
 
+#[test]
+fn bad_exporter_configuration_stops_start_up_naming_it() {
+    let db = temp_sqlite();
+    let exporters = r#"[
+      {"name":"a","type":"webhook","url":"http://x/v1/events","api_key":"K-SEKRIT","signing_secret":"S-SEKRIT","colour":"red"},
+      {"name":"b","type":"nats","url":"nats://x","subject":"s"},
+      {"name":"c","type":"splunk_hec","url":"http://x","token":"T-SEKRIT"},
+      {"name":"c","type":"splunk_hec","url":"http://x","token":"T-SEKRIT"}
+    ]"#;
+    let out = crate::support::collector_command()
+        .arg("serve")
+        .env("DATABASE_URL", &db.url)
+        .env("AUDIT_RECEIVER_API_KEY", API_KEY)
+        .env("AUDIT_RECEIVER_SIGNING_SECRET", SECRET)
+        .env("MESHAUDIT_EXPORTERS", exporters)
+        .output()
+        .expect("run the collector");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("MESHAUDIT_EXPORTERS"))
+        .collect();
+    assert_eq!(lines.len(), 3, "one line per problem:\n{stderr}");
+    assert!(
+        lines[0].contains("\"a\"") && lines[0].contains("colour"),
+        "{stderr}"
+    );
+    assert!(
+        lines[1].contains("\"b\"") && lines[1].contains("stream"),
+        "{stderr}"
+    );
+    assert!(
+        lines[2].contains("duplicate") && lines[2].contains("\"c\""),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("SEKRIT"),
+        "a secret in the output: {stderr}"
+    );
+}
+
 /// What the test receiver saw: (idempotency key, body) per request.
 #[derive(Default)]
 struct Receiver {
