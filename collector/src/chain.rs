@@ -81,6 +81,12 @@ impl ChainVerifier {
         self.checked
     }
 
+    /// Continues from `link` (a retention anchor) after a gap its archive
+    /// covers: the rows below it are being removed.
+    pub fn jump_to(&mut self, link: ChainHead) {
+        self.prev = link;
+    }
+
     /// The last good link.
     pub fn head(&self) -> &ChainHead {
         &self.prev

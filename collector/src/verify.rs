@@ -152,11 +152,17 @@ pub async fn verify_store_cached(
         }
         for row in &rows {
             if let Some(a) = log.iter().find(|a| a.first_kept_seq == row.seq) {
-                if verifier.head() != &a.as_head() && verifier.head().seq == a.first_kept_seq - 1 {
+                let link = a.as_head();
+                if verifier.head().seq == link.seq && verifier.head() != &link {
                     break 'pages Some(ChainBreak {
                         seq: row.seq,
                         reason: "anchor_mismatch".to_owned(),
                     });
+                }
+                // Rows left by an interrupted retain end below the anchor
+                // (removal goes highest first); its archive covers the gap.
+                if verifier.head().seq < link.seq {
+                    verifier.jump_to(link);
                 }
             }
             let r = ChainRow {
@@ -180,6 +186,18 @@ pub async fn verify_store_cached(
             break None;
         }
     };
+    // Every row was below the newest anchor (an interrupted retain of
+    // everything, or the store emptied by retain): its archive covers the rest.
+    if row_break.is_none() {
+        if let Some(link) = &newest_anchor {
+            if verifier.head().seq < link.seq {
+                verifier.jump_to(link.clone());
+                if link.seq == recorded_head.seq {
+                    at_recorded = Some(link.chain_hash.clone());
+                }
+            }
+        }
+    }
     // Appends may have committed while the rows were read: the head read now
     // is at or past every row seen, unless rows were added behind its back.
     let head_after = store.head().await?;

@@ -248,8 +248,10 @@ pub trait EventStore: Send + Sync + 'static {
         ))
     }
     /// Deletes at most `limit` rows with `seq < first_kept_seq` (already below
-    /// a recorded anchor) in one short transaction that does not take the
-    /// append lock; returns how many.
+    /// a recorded anchor), the highest first, in one short transaction that
+    /// does not take the append lock; returns how many. Highest first, so
+    /// what an interrupted run leaves is a prefix that still chains from the
+    /// previous anchor (or genesis) and verifies.
     async fn delete_chunk_below(
         &self,
         _first_kept_seq: i64,

@@ -546,7 +546,7 @@ impl EventStore for PgStore {
         let mut tx = self.pool.begin().await?;
         transaction_settings(&mut tx, &self.timeouts).await?;
         let removed = sqlx::query(
-            "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE seq < $1 ORDER BY seq LIMIT $2)",
+            "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE seq < $1 ORDER BY seq DESC LIMIT $2)",
         )
         .bind(first_kept_seq)
         .bind(limit)

@@ -424,7 +424,7 @@ impl EventStore for SqliteStore {
     async fn delete_chunk_below(&self, first_kept_seq: i64, limit: i64) -> Result<i64, StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let removed = sqlx::query(
-            "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE seq < ? ORDER BY seq LIMIT ?)",
+            "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE seq < ? ORDER BY seq DESC LIMIT ?)",
         )
         .bind(first_kept_seq)
         .bind(limit)
