@@ -3,12 +3,12 @@
 //! NDJSON) and `retain`.
 
 use crate::config::{DbArgs, OutputFormat, QueryArgs, RetainArgs, VerifyArgs};
-use crate::view::EventItem;
 use crate::prepare::parse_rfc3339_us;
 use crate::retain::{check_cutoff, parse_age, parse_cutoff, retain as run_retain, RetainOutcome};
 use crate::server::open_store;
 use crate::store::{EventQuery, StoredEvent};
 use crate::verify::{verify_store, AnchorStatus, VerifyOptions, VerifyReport};
+use crate::view::EventItem;
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 

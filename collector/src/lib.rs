@@ -31,9 +31,9 @@ pub mod http;
 pub mod ingest;
 /// The body functions under their former name (the store's tests use `intake::RawEvent`).
 pub use ingest::body as intake;
-pub mod lru;
 pub mod keys;
 pub mod log;
+pub mod lru;
 pub mod metrics;
 pub mod prepare;
 pub mod rate_limit;
