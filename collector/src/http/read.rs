@@ -5,9 +5,9 @@
 
 use super::{ApiError, AppState};
 use crate::auth::admin_token_matches;
+use crate::config::parse_bool;
 use crate::prepare::parse_rfc3339_us;
 use crate::store::{EventQuery, StoredEvent};
-use crate::config::parse_bool;
 use crate::verify::{verify_store_cached, VerifyOptions, VerifyReport};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -96,10 +96,9 @@ pub fn event_query(params: &HashMap<String, String>) -> Result<EventQuery, ApiEr
         limit,
         text: match text("q") {
             None => None,
-            Some(q) => Some(
-                crate::search::query::parse(&q)
-                    .map_err(|e| bad_param("q", &e.to_string()))?,
-            ),
+            Some(q) => {
+                Some(crate::search::query::parse(&q).map_err(|e| bad_param("q", &e.to_string()))?)
+            }
         },
     })
 }
@@ -160,12 +159,13 @@ async fn get_event(
     }
 }
 
+/// `GET /v1/verify[?incremental=1]`. Unlike the other reads it is never open:
+/// with no admin token configured it answers `403`, because each call reads
+/// the store (and the archives) and an open one is a way to load the
+/// database. Runs are serialised (one scan at a time, whoever asks). A run
+/// walks every row; `incremental=1` resumes after the last link an earlier
+/// run verified instead (cheap, but blind to later changes below it).
 async fn verify(
-/// `GET /v1/verify[?full=1]`. Unlike the other reads it is never open: with no
-/// admin token configured it answers `403`, because each call reads the store
-/// (and the archives) and an open one is a way to load the database. Runs are
-/// serialised, and each resumes from the last link the previous run verified
-/// (the rows below it were checked then); `full=1` walks every row again.
     State(app): State<AppState>,
     headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
@@ -179,22 +179,26 @@ async fn verify(
         ));
     }
     require_admin(&app, &headers)?;
-    let full = match params.get("full").map(|v| parse_bool(v)) {
+    let incremental = match params.get("incremental").map(|v| parse_bool(v)) {
         None => false,
         Some(Some(b)) => b,
-        Some(None) => return Err(bad_param("full", "expected 1, 0, true or false")),
+        Some(None) => return Err(bad_param("incremental", "expected 1, 0, true or false")),
     };
     let mut cache = app.verify_cache.lock().await;
     let options = VerifyOptions {
         archive_dir: app.settings.archive_dir.clone(),
         accept_unproven_anchor: app.settings.accept_unproven_anchor,
-        resume_from: if full { None } else { cache.watermark.clone() },
+        resume_from: if incremental {
+            cache.watermark.clone()
+        } else {
+            None
+        },
     };
     let report = verify_store_cached(app.store.as_ref(), &options, &mut cache, |_| {})
         .await
         .map_err(|e| ApiError::store_unavailable(&e))?;
-    if !report.ok {
     cache.watermark = report.rows_intact.then(|| report.head.clone());
+    if !report.ok {
         tracing::error!(first_bad_seq = ?report.first_bad_seq, reason = ?report.reason, "chain verification failed");
     }
     Ok(Json(report))

@@ -281,7 +281,7 @@ async fn verify_endpoint_needs_a_token_resumes_and_reports_anchors() {
         "{r}"
     );
     append(&app.store, "y", 3).await;
-    let (_, r) = get_verify(&app, "", Some("adm1n")).await;
+    let (_, r) = get_verify(&app, "?incremental=1", Some("adm1n")).await;
     assert_eq!(
         (
             r["ok"].as_bool(),
@@ -291,13 +291,13 @@ async fn verify_endpoint_needs_a_token_resumes_and_reports_anchors() {
         (Some(true), Some(3), Some(5)),
         "incremental: {r}"
     );
-    let (_, r) = get_verify(&app, "?full=1", Some("adm1n")).await;
+    let (_, r) = get_verify(&app, "", Some("adm1n")).await;
     assert_eq!(
         (r["checked"].as_u64(), r["from_seq"].as_i64()),
         (Some(8), Some(0)),
         "{r}"
     );
-    let (status, _) = get_verify(&app, "?full=maybe", Some("adm1n")).await;
+    let (status, _) = get_verify(&app, "?incremental=maybe", Some("adm1n")).await;
     assert_eq!(status, 400);
 
     // The forged anchor of item 5.
@@ -313,7 +313,7 @@ async fn verify_endpoint_needs_a_token_resumes_and_reports_anchors() {
         .await
         .unwrap();
     sqlx::query(&delete).execute(pool).await.unwrap();
-    for query in ["", "?full=1"] {
+    for query in ["?incremental=1", ""] {
         let (_, r) = get_verify(&app, query, Some("adm1n")).await;
         assert_eq!(r["ok"], false, "{r}");
         assert_eq!(r["reason"], "unproven_anchor", "{r}");
@@ -334,7 +334,7 @@ async fn verify_endpoint_needs_a_token_resumes_and_reports_anchors() {
     .execute(pool)
     .await
     .unwrap();
-    for query in ["", "?full=1"] {
+    for query in ["?incremental=1", ""] {
         let (_, r) = get_verify(&app, query, Some("adm1n")).await;
         assert_eq!(r["ok"], false, "{r}");
         assert_eq!(r["first_bad_seq"], 8, "{r}");
