@@ -106,7 +106,7 @@ def main():
         kinds = {
             "one event (q=tokN)": lambda: f"q=tok{rnd.randrange(a.events)}",
             "prefix (q=tokNNNNN*)": lambda: f"q=tok{rnd.randrange(10000, 99999)}*",
-            "phrase + namespace (1/20 x 1/256)": lambda: f"q=%22{rnd.choice(WORDS)}+{rnd.choice(WORDS)}%22&namespace=ns{rnd.randrange(20)}&limit=100",
+            "common-word phrase + namespace": lambda: f"q=%22{rnd.choice(WORDS)}+{rnd.choice(WORDS)}%22&namespace=ns{rnd.randrange(20)}&limit=100",
             "user word + after cursor": lambda: f"q=u{rnd.randrange(1000)}x&after={rnd.randrange(a.events // 2)}&limit=100",
         }
         for name, mk in kinds.items():
