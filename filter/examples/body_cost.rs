@@ -76,7 +76,16 @@ fn main() {
     }
     let per = |s: f64| s * 1e6 / f64::from(n);
     println!("hash + keep chunks:          {:.2} us/event", per(capture));
-    println!("tree: build (parse, redact, prune): {:.2} us/event", per(tree_build));
-    println!("tree: seal + serialise:             {:.2} us/event", per(seal));
-    println!("one pass: build + seal + write:     {:.2} us/event", per(one_pass));
+    println!(
+        "tree: build (parse, redact, prune): {:.2} us/event",
+        per(tree_build)
+    );
+    println!(
+        "tree: seal + serialise:             {:.2} us/event",
+        per(seal)
+    );
+    println!(
+        "one pass: build + seal + write:     {:.2} us/event",
+        per(one_pass)
+    );
 }
