@@ -385,7 +385,10 @@ mod tests {
         assert_eq!(batch_digest([&a, &b]), want);
         assert_ne!(batch_digest([&b, &a]), want);
         let hexes = [hex::encode(a), hex::encode(b)];
-        assert_eq!(batch_digest_hex(hexes.iter().map(String::as_str)), Some(want));
+        assert_eq!(
+            batch_digest_hex(hexes.iter().map(String::as_str)),
+            Some(want)
+        );
         assert_eq!(batch_digest_hex(["zz"]), None);
         // The empty batch digests the empty string.
         assert_eq!(hex::encode(batch_digest([])), sha256_hex(b""));

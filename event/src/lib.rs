@@ -26,8 +26,8 @@ pub mod prune;
 pub mod schema;
 pub mod stream;
 pub mod value;
-pub mod workload_key;
 mod value_serde;
+pub mod workload_key;
 
 pub use canonical::{canonical, write_canonical};
 pub use schema::{HttpEvent, Schema, SCHEMA_ID, SPEC_VERSION};
