@@ -39,10 +39,11 @@ async fn handle(State(app): State<AppState>, request: Request) -> Response {
                 "refused"
             });
             tracing::debug!(reason, message = %refusal.message(), "ingest refused");
+            let unread = refusal.body_may_be_unread();
             let mut response = ApiError::from(refusal).into_response();
             // The body of a refused request may be unread: do not let the
             // client keep sending it on a connection we would have to drain.
-            if parts.version <= Version::HTTP_11 {
+            if unread && parts.version <= Version::HTTP_11 {
                 response
                     .headers_mut()
                     .insert("connection", HeaderValue::from_static("close"));

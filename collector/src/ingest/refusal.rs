@@ -208,6 +208,22 @@ impl Refusal {
         }
     }
 
+    /// Whether the request body may have been left unread (the refusal came
+    /// from the headers or from reading it): the connection is then closed
+    /// rather than drained. Refusals after the body was read keep it open.
+    pub fn body_may_be_unread(&self) -> bool {
+        matches!(
+            self,
+            Refusal::ContentType(_)
+                | Refusal::TooLarge(_)
+                | Refusal::ApiKey
+                | Refusal::Timestamp(_)
+                | Refusal::Signature(_)
+                | Refusal::Overloaded { .. }
+                | Refusal::Timeout
+        )
+    }
+
     /// How many events the refusal counts under its reason: the batch's
     /// events once they are known, else one per request.
     pub fn counted_events(&self) -> u64 {
