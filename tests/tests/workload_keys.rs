@@ -348,6 +348,7 @@ async fn signed_batches(extra_env: &[(&str, &str)]) -> Result<()> {
     let (batch, events) = batch_and_events(&c, &all, &all[0]).await?;
     let out = python_verifies(&k.public_b64, &batch, &events)?;
     assert!(out.starts_with("verified"), "{out}");
+    verify_offline_with_the_batch_key(&c, &all[0], &k).await?;
     // The listing holds the key with its verifier text.
     let (status, list) = admin_call(
         &c,
@@ -784,5 +785,92 @@ print(json.dumps({"body": body, "ts": ts, "sig": "sha256=" + mac}))
         good.get("batch").is_none(),
         "no batch signature, no batch record: {good}"
     );
+    Ok(())
+}
+
+/// `verify-offline … --batch-key VKEY --batch ANSWER` (SPEC §9, §10) on one
+/// stored event, from files only: valid with the workload's key, invalid
+/// (exit 1, naming the check) with another key under the same name.
+async fn verify_offline_with_the_batch_key(c: &Collector, item: &Value, k: &KeyPair) -> Result<()> {
+    let id = item["id"].as_str().unwrap_or_default();
+    let seq = item["seq"].as_i64().unwrap_or(i64::MAX);
+    let client = http_client();
+    let get = |path: String| {
+        let req = client.get(c.url(&path)).bearer_auth(ADMIN);
+        async move {
+            let r = req.send().await.ok()?;
+            if r.status().as_u16() != 200 {
+                return None;
+            }
+            r.text().await.ok()
+        }
+    };
+    // A checkpoint that covers the event, and the inclusion proof at its size.
+    let (checkpoint, proof) = wait_for("a checkpoint covering the event", WAIT, || async {
+        let cp = get("/v1/log/checkpoint".into()).await?;
+        let size: i64 = cp.lines().nth(1)?.parse().ok()?;
+        if size < seq {
+            return None;
+        }
+        let proof = get(format!("/v1/log/inclusion?id={id}&size={size}")).await?;
+        Some((cp, proof))
+    })
+    .await?;
+    let log_key = get("/v1/log/key".into()).await.context("GET /v1/log/key")?;
+    let canonical = get(format!("/v1/events/{id}/canonical"))
+        .await
+        .context("GET /v1/events/{id}/canonical")?;
+    let answer = get(format!("/v1/events/{id}"))
+        .await
+        .context("GET /v1/events/{id}")?;
+    let dir = tempfile::tempdir()?;
+    let file = |name: &str, text: &str| -> Result<String> {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text)?;
+        Ok(p.display().to_string())
+    };
+    let (cp, ev, pr, ans) = (
+        file("checkpoint", &checkpoint)?,
+        file("event.json", &canonical)?,
+        file("proof.json", &proof)?,
+        file("answer.json", &answer)?,
+    );
+    let run = |batch_key: &str| -> Result<std::process::Output> {
+        Ok(std::process::Command::new(Collector::binary()?)
+            .args([
+                "verify-offline",
+                "--key",
+                log_key.trim(),
+                "--checkpoint",
+                &cp,
+            ])
+            .args([
+                "--event",
+                &ev,
+                "--proof",
+                &pr,
+                "--batch-key",
+                batch_key,
+                "--batch",
+                &ans,
+            ])
+            .output()?)
+    };
+    let ok = run(&k.verifier)?;
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        ok.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(
+        stdout.contains("OK: batch signature by shop-k1"),
+        "{stdout}"
+    );
+    let impostor = keypair("shop-k1", 99)?;
+    let bad = run(&impostor.verifier)?;
+    let stdout = String::from_utf8_lossy(&bad.stdout);
+    assert_eq!(bad.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("INVALID: batch signature"), "{stdout}");
     Ok(())
 }
