@@ -168,17 +168,22 @@ async fn s3_segments_survive_kill9_and_a_server_restart() {
     })
     .await;
     moto.start().await;
-    // The exporter may have met the new server before its bucket existed
-    // (NoSuchBucket is a refusal): resume, as an operator would.
-    let (code, out) = run_cli(&db.url, &["export", "resume", "--exporter", "lake"]);
-    assert_eq!(code, 0, "{out}");
 
     let total = head(edge.addr).await;
     assert_eq!(total, 400);
+    // The exporter may meet the new server before its bucket exists: that
+    // NoSuchBucket is a refusal and stops it (its answer can even land after
+    // the bucket was made). Resume it then, as an operator would.
     wait_for(120, "the cursor reaching the head", || async {
-        metric(edge.addr, "audit_export_cursor_seq", "lake")
-            .await
-            .filter(|c| *c == total)
+        let status = crate::export_support::export_status(&db.url);
+        let s = &status[0];
+        if s["status"] == "stopped" {
+            let reason = s["stopped_reason"].as_str().unwrap_or("");
+            assert!(reason.contains("NoSuchBucket"), "stopped: {reason}");
+            let (code, out) = run_cli(&db.url, &["export", "resume", "--exporter", "lake"]);
+            assert_eq!(code, 0, "{out}");
+        }
+        (s["cursor"] == total).then_some(())
     })
     .await;
     let edge_events = all_events(edge.addr).await;

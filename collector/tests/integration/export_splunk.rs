@@ -83,7 +83,7 @@ async fn collector_event(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn splunk_hec_in_ocsf_survives_kill9_and_back_pressure() {
+async fn splunk_hec_in_ocsf_survives_kill9_back_pressure_and_an_outage() {
     let state = Arc::new(Mutex::new(Hec::default()));
     let app = axum::Router::new()
         .route(
@@ -93,9 +93,18 @@ async fn splunk_hec_in_ocsf_survives_kill9_and_back_pressure() {
         .with_state(state.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let hec_addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    // Stops on `stop`, closing its connections (kept-alive ones included).
+    let serve = |listener: tokio::net::TcpListener, app: axum::Router| {
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let stopped = stop.clone();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stopped.notified().await })
+                .await;
+        });
+        (stop, task)
+    };
+    let (stop, server) = serve(listener, app.clone());
 
     let db = temp_sqlite();
     let exporters = serde_json::json!([{
@@ -137,8 +146,24 @@ async fn splunk_hec_in_ocsf_survives_kill9_and_back_pressure() {
     );
     state.lock().unwrap().busy = false;
 
+    // The receiver goes away (connections refused), then comes back at its address.
+    stop.notify_one();
+    server.await.expect("the receiver stopped");
+    let failures = metric(edge.addr, "audit_export_failures_total", "siem")
+        .await
+        .unwrap();
+    post_events(edge.addr, "c", 5, 10).await;
+    wait_for(30, "failures while the receiver is gone", || async {
+        metric(edge.addr, "audit_export_failures_total", "siem")
+            .await
+            .filter(|f| *f > failures)
+    })
+    .await;
+    let listener = tokio::net::TcpListener::bind(hec_addr).await.unwrap();
+    let _server = serve(listener, app);
+
     let total = head(edge.addr).await;
-    assert_eq!(total, 150);
+    assert_eq!(total, 200);
     wait_for(120, "the cursor reaching the head", || async {
         metric(edge.addr, "audit_export_cursor_seq", "siem")
             .await
@@ -169,8 +194,8 @@ async fn splunk_hec_in_ocsf_survives_kill9_and_back_pressure() {
         assert_eq!(&raw, original, "raw_data is the original event");
         assert_eq!(o["metadata"]["uid"], original["id"]);
     }
-    assert_eq!(highest, 150);
-    let duplicates = events.len() as i64 - 150;
+    assert_eq!(highest, 200);
+    let duplicates = events.len() as i64 - 200;
     assert!(
         (0..=BATCH).contains(&duplicates),
         "at most one batch resent after the kill: {duplicates} duplicates"

@@ -405,6 +405,12 @@ async fn a_refused_record_stops_the_exporter_and_replay_resends() {
     })
     .await;
 
+    // Acknowledged records: 1-10 once, 2-10 again (replay), 11-15.
+    assert_eq!(
+        metric(edge.addr, "audit_export_records_total", "w").await,
+        Some(24)
+    );
+
     // Everything delivered: retain may remove it now.
     edge.kill9();
     let (code, out) = retain_now(&db.url, &archive);

@@ -44,6 +44,9 @@ pub fn bucket(cfg: &S3Config) -> Result<Box<Bucket>, String> {
     .map_err(|e| format!("credentials: {e}"))?;
     let bucket = Bucket::new(&cfg.bucket, region, creds)
         .map_err(|e| format!("bucket {:?}: {e}", cfg.bucket))?;
+    let bucket = bucket
+        .with_request_timeout(super::http::REQUEST_TIMEOUT)
+        .map_err(|e| format!("bucket {:?}: {e}", cfg.bucket))?;
     Ok(if cfg.path_style {
         bucket.with_path_style()
     } else {
