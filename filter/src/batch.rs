@@ -500,6 +500,11 @@ impl Shipper {
         })
     }
 
+    /// Sealed batches held (waiting or in flight).
+    pub fn batch_count(&self) -> usize {
+        self.batches.len()
+    }
+
     pub fn batch(&self, seq: u64) -> Option<&Batch> {
         self.batches.iter().find(|b| b.seq == seq)
     }

@@ -627,7 +627,13 @@ fn ship(host: &impl Host, p: &mut Plugin, now_ns: u64) {
 /// deltas and completes a pending shutdown.
 fn pump(host: &impl Host, p: &mut Plugin, now_ns: u64) {
     let now_ms = ms(now_ns);
-    while let Some(attempt) = p.shipper.next_attempt(now_ms) {
+    // Each batch at most once per pump: a refused dispatch is due again at
+    // once during shutdown (and may be after a zero backoff), and the retry
+    // window would otherwise keep this loop going.
+    for _ in 0..p.shipper.batch_count() {
+        let Some(attempt) = p.shipper.next_attempt(now_ms) else {
+            break;
+        };
         let refs: Vec<(&str, &str)> = attempt
             .headers
             .iter()

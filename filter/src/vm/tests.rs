@@ -418,6 +418,23 @@ fn on_done_waits_for_the_last_answer_or_the_deadline() {
 }
 
 #[test]
+fn refused_dispatches_during_shutdown_are_tried_once_per_tick_until_the_deadline() {
+    let (mut vm, mock) = configured(CONFIG);
+    mock.refuse_calls.set(true);
+    for ctx in 2..6 {
+        serve(&mut vm, &mock, ctx, "/a", 1);
+    }
+    assert!(!vm.on_done(&mock, ROOT), "held: not done at once");
+    let calls = |m: &Mock| m.calls().iter().filter(|c| *c == "http_call").count();
+    assert_eq!(calls(&mock), 1, "one batch, one attempt per pump");
+    vm.on_tick(&mock, ROOT);
+    assert_eq!(calls(&mock), 1);
+    mock.now.set(mock.now.get() + 5_000_000_000);
+    vm.on_tick(&mock, ROOT);
+    assert_eq!(mock.done.get(), 1, "done() at the deadline");
+}
+
+#[test]
 fn a_refused_dispatch_warns_once_and_is_retried() {
     let (mut vm, mock) = configured(CONFIG);
     mock.refuse_calls.set(true);
