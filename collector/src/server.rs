@@ -65,6 +65,7 @@ pub async fn run_with_store(
         &settings.database_url,
         store.clone(),
         metrics.registry(),
+        listener.local_addr().unwrap_or(settings.listen),
     )
     .await
     .context("starting the exporters")?;

@@ -58,6 +58,8 @@ pub struct StatusLine {
     pub stopped_seq: Option<i64>,
     pub stopped_reason: Option<String>,
     pub updated_at: String,
+    /// The replica running it (`host/listen address`).
+    pub owner: Option<String>,
 }
 
 pub fn status_line(s: ExportState, head: i64) -> StatusLine {
@@ -73,6 +75,7 @@ pub fn status_line(s: ExportState, head: i64) -> StatusLine {
         stopped_seq: s.stopped_seq,
         stopped_reason: s.stopped_reason,
         updated_at: s.updated_at,
+        owner: s.owner,
     }
 }
 

@@ -49,7 +49,9 @@ pub async fn start(
     database_url: &str,
     store: DynStore,
     registry: &prometheus::Registry,
+    listen: std::net::SocketAddr,
 ) -> anyhow::Result<Exporters> {
+    let owner = format!("{}/{listen}", hostname());
     let metrics =
         metrics::ExportMetrics::register(registry).context("registering export metrics")?;
     let db = state::ExportDb::connect(database_url)
@@ -72,9 +74,23 @@ pub async fn start(
             db: db.clone(),
             store: store.clone(),
             metrics: metrics.clone(),
+            owner: owner.clone(),
+            lease_until_us: std::sync::atomic::AtomicI64::new(0),
         };
         tracing::info!(exporter = %config::Describe(cfg), "exporter started");
         tasks.push(tokio::spawn(runner.run()));
     }
     Ok(Exporters { tasks })
+}
+
+/// This machine's name (`HOSTNAME`, else /etc/hostname): with the listen
+/// address it tells replicas apart, and a restarted replica (same pod, same
+/// address) takes its lease back at once.
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
 }

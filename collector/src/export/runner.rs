@@ -18,6 +18,9 @@ use std::time::Duration;
 /// How often an idle exporter looks for new records and operator changes.
 pub const POLL: Duration = Duration::from_millis(250);
 
+/// How long a replica's claim on an exporter lasts; renewed at half-time.
+pub const LEASE: Duration = Duration::from_secs(15);
+
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
     #[error("{0}")]
@@ -44,6 +47,14 @@ pub struct Runner {
     pub db: ExportDb,
     pub store: DynStore,
     pub metrics: ExportMetrics,
+    /// This replica, for the lease: `host/listen address`.
+    pub owner: String,
+    /// Until when (µs since the epoch) this replica holds the lease (0: not).
+    pub lease_until_us: std::sync::atomic::AtomicI64,
+}
+
+fn now_us() -> i64 {
+    chrono::Utc::now().timestamp_micros()
 }
 
 /// How an exporter's batches are cut: S3 waits for full segments (or their age).
@@ -86,6 +97,24 @@ impl Runner {
         }
     }
 
+    /// Holds (takes or renews) the lease: only its holder sends, so replicas
+    /// sharing the store do not race each other on one exporter.
+    async fn hold_lease(&self) -> Result<bool, ExportError> {
+        use std::sync::atomic::Ordering;
+        let now = now_us();
+        let lease = LEASE.as_micros() as i64;
+        if self.lease_until_us.load(Ordering::Relaxed) - now > lease / 2 {
+            return Ok(true);
+        }
+        let held = self
+            .db
+            .claim(&self.name, &self.owner, now, now + lease)
+            .await?;
+        self.lease_until_us
+            .store(if held { now + lease } else { 0 }, Ordering::Relaxed);
+        Ok(held)
+    }
+
     async fn state(&self) -> Result<ExportState, ExportError> {
         self.db
             .load(&self.name)
@@ -108,6 +137,9 @@ impl Runner {
             .observe(&self.name, state.cursor, head, state.stopped_seq.is_some());
         if state.paused || state.stopped_seq.is_some() || !state.enabled {
             return Ok(Step::Idle);
+        }
+        if !self.hold_lease().await? {
+            return Ok(Step::Idle); // another replica runs this exporter
         }
         let oldest_age = if self.cut.min_records > 1 {
             self.age_of(state.cursor + 1).await?
@@ -233,6 +265,7 @@ impl Runner {
                         || now.paused
                         || now.stopped_seq.is_some()
                         || !now.enabled
+                        || !self.hold_lease().await?
                     {
                         return Ok(Step::Progress);
                     }

@@ -28,6 +28,8 @@ pub struct ExportState {
     pub generation: i64,
     pub delivered: i64,
     pub updated_at: String,
+    /// The replica holding the lease (`host/listen address`), if any.
+    pub owner: Option<String>,
 }
 
 impl ExportState {
@@ -58,10 +60,11 @@ type Row = (
     i64,
     i64,
     String,
+    Option<String>,
 );
 
 const COLUMNS: &str = "exporter, sink, cursor_seq, pending_first, pending_last, paused, \
-     stopped_seq, stopped_reason, enabled, generation, delivered, updated_at";
+     stopped_seq, stopped_reason, enabled, generation, delivered, updated_at, owner";
 
 fn from_row(r: Row) -> ExportState {
     ExportState {
@@ -76,6 +79,7 @@ fn from_row(r: Row) -> ExportState {
         generation: r.9,
         delivered: r.10,
         updated_at: r.11,
+        owner: r.12,
     }
 }
 
@@ -274,5 +278,26 @@ impl ExportDb {
         let row: Option<(i64, String)> =
             on_pool!(&self.pool, p => sqlx::query_as(sql).fetch_optional(p).await)?;
         Ok(row)
+    }
+
+    /// Takes or renews the exporter's lease for `owner` until `until_us`
+    /// (µs since the epoch): true when `owner` holds it. A lease held by
+    /// another replica is taken only once it expired.
+    pub async fn claim(
+        &self,
+        exporter: &str,
+        owner: &str,
+        now_us: i64,
+        until_us: i64,
+    ) -> Result<bool, StoreError> {
+        run!(
+            self,
+            "UPDATE export_state SET owner = $2, lease_until_us = $4 \
+             WHERE exporter = $1 AND (owner IS NULL OR owner = $2 OR lease_until_us < $3)",
+            exporter,
+            owner,
+            now_us,
+            until_us
+        )
     }
 }

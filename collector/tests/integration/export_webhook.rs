@@ -417,3 +417,62 @@ async fn a_refused_record_stops_the_exporter_and_replay_resends() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("removed 15 events"), "{out}");
 }
+
+/// Two replicas on one store, both configured with the exporter: only the
+/// lease holder sends (nothing twice), and when it dies the other takes over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_replica_at_a_time_runs_an_exporter() {
+    let state = Arc::new(Mutex::new(Receiver::default()));
+    let addr = start_receiver(state.clone()).await;
+    let db = temp_sqlite();
+    let exporters = webhook_exporter("w", &format!("http://{addr}/hook"), 3);
+    let env = [("MESHAUDIT_EXPORTERS", exporters.as_str())];
+    let mut a = Served::new(&db.url, &env, None);
+    a.start().await;
+    let mut b = Served::new(&db.url, &env, None);
+    b.start().await;
+    post_events(a.addr, "one", 5, 10).await;
+    post_events(b.addr, "two", 5, 10).await;
+    wait_for(60, "100 records delivered", || async {
+        metric(a.addr, "audit_export_cursor_seq", "w")
+            .await
+            .filter(|c| *c == 100)
+    })
+    .await;
+    let acked =
+        |r: &Receiver| -> Vec<i64> { r.acked.iter().map(|v| v["seq"].as_i64().unwrap()).collect() };
+    assert_eq!(
+        acked(&state.lock().unwrap()),
+        (1..=100).collect::<Vec<_>>(),
+        "each record once, in order, from one replica"
+    );
+
+    // The holder dies; the other replica takes the lease once it expired.
+    let owner = export_status(&db.url)[0]["owner"]
+        .as_str()
+        .expect("an owner")
+        .to_owned();
+    let (dead, survivor) = if owner.ends_with(&a.addr.to_string()) {
+        (&mut a, &mut b)
+    } else {
+        assert!(owner.ends_with(&b.addr.to_string()), "owner {owner}");
+        (&mut b, &mut a)
+    };
+    dead.kill9();
+    post_events(survivor.addr, "three", 2, 10).await;
+    wait_for(60, "delivery by the remaining replica", || async {
+        metric(survivor.addr, "audit_export_cursor_seq", "w")
+            .await
+            .filter(|c| *c == 120)
+    })
+    .await;
+    assert_eq!(acked(&state.lock().unwrap()), (1..=120).collect::<Vec<_>>());
+    let owner_now = export_status(&db.url)[0]["owner"].clone();
+    assert!(
+        owner_now
+            .as_str()
+            .unwrap()
+            .ends_with(&survivor.addr.to_string()),
+        "{owner_now}"
+    );
+}
