@@ -4,11 +4,13 @@
 //! request that hangs.
 //!
 //! One knob, `MESHAUDIT_DB_TIMEOUT_MS` (default 3000), bounds every wait:
-//! taking a pooled connection, each PostgreSQL statement and lock wait
-//! (`statement_timeout`, `lock_timeout`, set per transaction so a
-//! transaction-pooling pgbouncer cannot lose them), SQLite's busy wait for the
-//! write lock, and, on the collector's side, a whole append transaction (a
-//! blackholed server cannot enforce its own timeouts).
+//! taking a pooled connection, each PostgreSQL statement and lock wait of an
+//! append or `retain` transaction (`statement_timeout`, `lock_timeout`, set
+//! per transaction so a transaction-pooling pgbouncer cannot lose them; not
+//! for the session, so long migrations still run), SQLite's busy wait for the
+//! write lock, and, on the collector's side, a whole append transaction, the
+//! readiness ping and the idempotency lookup (a blackholed server cannot
+//! enforce its own timeouts).
 
 use super::StoreError;
 use std::future::Future;

@@ -49,13 +49,12 @@ impl PgStore {
         Self::connect_with(url, DbTimeouts::from_env()?).await
     }
 
-    /// Every wait is bounded: taking a connection, each statement and lock
-    /// wait (also set per transaction, [`transaction_settings`]), and the
+    /// Bounded waits: taking a connection; each statement and lock wait of
+    /// the append and retain transactions ([`transaction_settings`]); and the
     /// server ends a transaction left idle (a collector that vanished
     /// mid-append would otherwise hold the append lock until TCP notices).
     pub async fn connect_with(url: &str, timeouts: DbTimeouts) -> Result<Self, StoreError> {
         let options = PgConnectOptions::from_str(url)?;
-        let op_ms = timeouts.op_ms();
         let idle_tx_ms = (timeouts.op * 4)
             .max(Duration::from_secs(10))
             .as_millis()
@@ -64,15 +63,14 @@ impl PgStore {
             .max_connections(10)
             .acquire_timeout(timeouts.op)
             .after_connect(move |conn, _meta| {
-                let (op_ms, idle_tx_ms) = (op_ms.clone(), idle_tx_ms.clone());
+                let idle_tx_ms = idle_tx_ms.clone();
                 Box::pin(async move {
+                    // Not statement_timeout for the session: migrations on a
+                    // large store (index builds, backfills) take longer.
                     sqlx::query(
                         "SELECT set_config('synchronous_commit', 'on', false), \
-                                set_config('statement_timeout', $1, false), \
-                                set_config('lock_timeout', $1, false), \
-                                set_config('idle_in_transaction_session_timeout', $2, false)",
+                                set_config('idle_in_transaction_session_timeout', $1, false)",
                     )
-                    .bind(&op_ms)
                     .bind(&idle_tx_ms)
                     .execute(&mut *conn)
                     .await?;
