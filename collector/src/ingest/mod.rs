@@ -86,12 +86,6 @@ pub async fn ingest(
             retry_after_secs: retry_after_secs(wait),
         });
     }
-    app.sources.record(
-        &app.metrics,
-        header(headers, "x-meshaudit-source"),
-        header(headers, "x-meshaudit-dropped"),
-        now_secs(),
-    );
 
     // 7–8. Decompression, count, parsing, hashing: off the async workers.
     let raw = Arc::new(raw);
@@ -127,6 +121,13 @@ pub async fn ingest(
     app.metrics
         .signature_verification_seconds
         .observe(verify_elapsed.as_secs_f64());
+    // Only authenticated batches count as a source having been seen.
+    app.sources.record(
+        &app.metrics,
+        header(headers, "x-meshaudit-source"),
+        header(headers, "x-meshaudit-dropped"),
+        now_secs(),
+    );
 
     // 9. Idempotency: a replay answers the first answer; another body is 409.
     let scope = crate::auth::idempotency_scope(header(headers, "x-api-key"));
