@@ -15,6 +15,8 @@ COLLECTOR_ENV = {
     "MESHAUDIT_LOG_FORMAT",
     # SPEC §10 workload keys
     "AUDIT_RECEIVER_BATCH_KEYS", "AUDIT_RECEIVER_REQUIRE_BATCH_SIGNATURE",
+    # SPEC §9 verifiable log
+    "MESHAUDIT_LOG_ORIGIN", "MESHAUDIT_LOG_SIGNING_KEY", "MESHAUDIT_CHECKPOINT_INTERVAL_MS",
 }
 # Not the collector's settings: only referenced by $(...) in DATABASE_URL (k8s/postgres).
 COLLECTOR_ENV_HELPERS = {"POSTGRES_PASSWORD"}
@@ -48,6 +50,8 @@ KNOWN_METRICS = {
     "audit_events_received_total", "audit_events_rejected_total", "audit_events_deduped_total",
     "audit_events_unverified_total", "audit_receiver_requests_total", "audit_chain_head_seq",
     "audit_source_last_seen_timestamp_seconds", "audit_source_dropped_events",
+    # collector verifiable log, SPEC §9
+    "audit_log_tree_size", "audit_log_checkpoint_size", "audit_log_checkpoint_age_seconds",
     # collector exporters, SPEC §11 (audit_export_stopped: 1 while a refusal holds one)
     "audit_export_records_total", "audit_export_failures_total", "audit_export_lag_records",
     "audit_export_cursor_seq", "audit_export_stopped",
