@@ -114,3 +114,61 @@ fn read_key(value: &str) -> Result<SignerKey, String> {
     let text = read_key_text(value)?;
     SignerKey::parse(&text).map_err(|e| format!("not a signer key ({e})"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(origin: &str, key: Option<&str>, interval: &str) -> LogArgs {
+        LogArgs {
+            log_origin: origin.to_owned(),
+            log_signing_key: key.map(str::to_owned),
+            checkpoint_interval_ms: interval.to_owned(),
+        }
+    }
+
+    #[test]
+    fn one_problem_per_bad_setting_and_the_key_never_shown() {
+        let key = SignerKey::from_seed("a.example/log", &[3u8; 32]).unwrap();
+        let text = key.to_text();
+        let mut problems = Vec::new();
+        let ok = args("a.example/log", Some(&text), "250").validate(&mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(ok.signer.unwrap().name(), "a.example/log");
+        assert_eq!(ok.checkpoint_interval, Duration::from_millis(250));
+
+        let mut problems = Vec::new();
+        args("other/log", Some(&text), "0").validate(&mut problems);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("MESHAUDIT_CHECKPOINT_INTERVAL_MS"));
+        assert!(problems[1].contains("must be the same"));
+
+        let mut problems = Vec::new();
+        let broken = text.replace("PRIVATE+KEY+", "PRIVATE+KEY+x");
+        args("a b", Some(&broken), "1000").validate(&mut problems);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems.iter().all(|p| !p.contains(&text[30..])),
+            "the key is never shown"
+        );
+
+        // @PATH reads the key from a file.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        std::fs::write(&path, format!("{text}\n")).unwrap();
+        let mut problems = Vec::new();
+        let from_file = args(
+            "a.example/log",
+            Some(&format!("@{}", path.display())),
+            "1000",
+        )
+        .validate(&mut problems);
+        assert!(
+            problems.is_empty() && from_file.signer.is_some(),
+            "{problems:?}"
+        );
+        let mut problems = Vec::new();
+        args("a.example/log", Some("@/nonexistent/key"), "1000").validate(&mut problems);
+        assert_eq!(problems.len(), 1);
+    }
+}
