@@ -29,7 +29,7 @@ pub mod conn;
 pub mod export;
 pub mod http;
 pub mod ingest;
-/// The body functions under their former name (the store's tests use `intake::RawEvent`).
+/// The body functions under their former name, for code written against it.
 pub use ingest::body as intake;
 pub mod keys;
 pub mod log;

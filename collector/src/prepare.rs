@@ -3,7 +3,7 @@
 //! the outcome of its hash/signature check.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use crate::intake::RawEvent;
+use crate::ingest::body::RawEvent;
 use meshaudit_event::canonical::canonical;
 use meshaudit_event::integrity::{event_hash, verify_event, EventKeys, Verification};
 use meshaudit_event::value::{Map, Number, Value};

@@ -344,7 +344,7 @@ impl BatchPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::intake::RawEvent;
+    use crate::ingest::body::RawEvent;
     use crate::prepare::prepare;
     use meshaudit_event::integrity::EventKeys;
     use meshaudit_event::value::{parse, Value};

@@ -137,7 +137,7 @@ pub fn lookups(batches: &[BatchWrite]) -> (Vec<&str>, Vec<(&str, &str)>) {
 mod tests {
     use super::*;
     use crate::chain::GENESIS;
-    use crate::intake::RawEvent;
+    use crate::ingest::body::RawEvent;
     use crate::prepare::prepare;
     use crate::store::IdempotencyKey;
     use meshaudit_event::integrity::EventKeys;

@@ -7,7 +7,7 @@
 use crate::support::{ndjson_events, pg_test_db, run_cli, temp_sqlite};
 use chrono::Utc;
 use meshaudit_collector::chain::next_chain_hash;
-use meshaudit_collector::intake::{split_events, Framing};
+use meshaudit_collector::ingest::body::{split_events, Framing};
 use meshaudit_collector::prepare::{prepare, PreparedEvent};
 use meshaudit_collector::store::postgres::PgStore;
 use meshaudit_collector::store::sqlite::SqliteStore;

@@ -59,9 +59,9 @@ async fn an_interrupted_retain_verifies_and_is_finished_by_the_next() {
     let store = SqliteStore::connect(&a.url).await.unwrap();
     store.migrate().await.unwrap();
     let old = Utc.with_ymd_and_hms(2020, 1, 1, 0, 0, 0).unwrap();
-    let events = meshaudit_collector::intake::split_events(
+    let events = meshaudit_collector::ingest::body::split_events(
         &crate::support::ndjson_events("i", 10),
-        meshaudit_collector::intake::Framing::Ndjson,
+        meshaudit_collector::ingest::body::Framing::Ndjson,
     )
     .unwrap()
     .into_iter()

@@ -5,7 +5,7 @@
 use crate::support::{pg_test_db, temp_sqlite};
 use chrono::{TimeZone, Utc};
 use meshaudit_collector::chain::{next_chain_hash, ChainHead, GENESIS};
-use meshaudit_collector::intake::RawEvent;
+use meshaudit_collector::ingest::body::RawEvent;
 use meshaudit_collector::prepare::{prepare, PreparedEvent};
 use meshaudit_collector::retain::{retain, verify_archives, RetainOutcome};
 use meshaudit_collector::store::postgres::PgStore;

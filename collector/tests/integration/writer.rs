@@ -5,7 +5,7 @@ use crate::support::temp_sqlite;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use meshaudit_collector::chain::ChainHead;
-use meshaudit_collector::intake::{split_events, Framing};
+use meshaudit_collector::ingest::body::{split_events, Framing};
 use meshaudit_collector::metrics::Metrics;
 use meshaudit_collector::prepare::prepare;
 use meshaudit_collector::store::sqlite::SqliteStore;
