@@ -43,10 +43,9 @@ pub fn push_postgres_match(qb: &mut QueryBuilder<'_, Postgres>, q: &EventQuery) 
             " AND seq = ANY(ARRAY(SELECT seq FROM events_search WHERE doc @@ to_tsquery('simple', ",
         )
         .push_bind(text.tsquery())
-        .push(")");
-        if let Some(after) = q.after {
-            qb.push(" AND seq > ").push_bind(after);
-        }
-        qb.push("))");
+        .push(")))");
+        // No `seq > after` inside: PostgreSQL would AND the GIN bitmap with a
+        // key-range bitmap of every later row (seen: 100 ms at 1M events);
+        // the outer `seq > after` filters the few matches instead.
     }
 }
