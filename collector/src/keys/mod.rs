@@ -2,7 +2,7 @@
 //!
 //! - [`registry`]: registrations, stored keys, validity and namespace scope (pure).
 //! - [`batch`]: batch and per-event Ed25519 checks, the batch record (pure).
-//! - [`sqlite`], [`postgres`]: the append-only registry, batch records and
+//! - [`sqlite`], [`postgres`] (one SQL text for both, `sql.rs`): the append-only registry, batch records and
 //!   event→batch links in each backend (the links written inside the append
 //!   transaction through [`link_batches`]).
 //! - [`hook`]: the ingest hook (after parsing, against the recomputed hashes).
@@ -16,6 +16,7 @@ pub mod http;
 pub mod offline;
 pub mod postgres;
 pub mod registry;
+mod sql;
 pub mod sqlite;
 
 use crate::store::plan::NewRow;
