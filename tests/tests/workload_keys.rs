@@ -760,15 +760,17 @@ print(json.dumps({"body": body, "ts": ts, "sig": "sha256=" + mac}))
         b"",
     )?;
     let req: Value = serde_json::from_str(out.trim())?;
-    let resp = http_client()
-        .post(c.url("/v1/events"))
-        .header("content-type", "application/x-ndjson")
-        .header("x-api-key", meshaudit_e2e::collector::TEST_API_KEY)
-        .header("x-signature-ts", req["ts"].as_str().unwrap_or_default())
-        .header("x-signature", req["sig"].as_str().unwrap_or_default())
-        .body(req["body"].as_str().unwrap_or_default().to_owned())
-        .send()
-        .await?;
+    let post = |c: &Collector| {
+        http_client()
+            .post(c.url("/v1/events"))
+            .header("content-type", "application/x-ndjson")
+            .header("x-api-key", meshaudit_e2e::collector::TEST_API_KEY)
+            .header("x-signature-ts", req["ts"].as_str().unwrap_or_default())
+            .header("x-signature", req["sig"].as_str().unwrap_or_default())
+            .body(req["body"].as_str().unwrap_or_default().to_owned())
+            .send()
+    };
+    let resp = post(&c).await?;
     let status = resp.status().as_u16();
     let answer: Value = resp.json().await?;
     assert_eq!(status, 200, "{answer}");
@@ -785,6 +787,23 @@ print(json.dumps({"body": body, "ts": ts, "sig": "sha256=" + mac}))
         good.get("batch").is_none(),
         "no batch signature, no batch record: {good}"
     );
+    // Under AUDIT_RECEIVER_REJECT_UNVERIFIED the same batch is refused, naming its lines.
+    let strict = collector(&[
+        ("AUDIT_RECEIVER_REQUIRE_BATCH_SIGNATURE", "0"),
+        ("AUDIT_RECEIVER_REJECT_UNVERIFIED", "1"),
+    ])
+    .await?;
+    register(
+        &strict,
+        json!({"keyid": "billing-publisher", "algorithm": "ed25519", "public_key": k.verifier}),
+    )
+    .await?;
+    let resp = post(&strict).await?;
+    let status = resp.status().as_u16();
+    let answer: Value = resp.json().await?;
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["lines"], json!([2, 3]), "{answer}");
+    assert!(items(&strict).await?.is_empty(), "nothing stored");
     Ok(())
 }
 
