@@ -193,13 +193,14 @@ async fn head_hash_is_compared_sqlite() {
     let db = temp_sqlite();
     let store = SqliteStore::connect(&db.url).await.unwrap();
     load(&store, 4).await;
-    let pool = store.pool();
+    // One connection for the schema change and the write (see tamper.rs).
+    let mut conn = store.pool().acquire().await.unwrap();
     let prev: String = sqlx::query_scalar(PREV_OF_NEWEST)
-        .fetch_one(pool)
+        .fetch_one(&mut *conn)
         .await
         .unwrap();
     for sql in rewrite_newest(&prev, "DROP TRIGGER events_no_update") {
-        sqlx::query(&sql).execute(pool).await.unwrap();
+        sqlx::query(&sql).execute(&mut *conn).await.unwrap();
     }
     assert_head_mismatch(&db.url);
 }
