@@ -60,13 +60,16 @@ def main():
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--batch", type=int, default=500, help="events per ingest request")
     ap.add_argument("--keep", action="store_true", help="keep the PostgreSQL database (to inspect plans)")
+    ap.add_argument("--reuse", help="query a store kept by --keep (its DATABASE_URL); no fill")
     ap.add_argument("--binary", help="collector binary (default target/release/meshaudit-collector)")
     a = ap.parse_args()
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     binary = a.binary or os.path.join(root, "target/release/meshaudit-collector")
     work = tempfile.mkdtemp(prefix="meshaudit-search-bench.")
     pgdb = None
-    if a.backend == "sqlite":
+    if a.reuse:
+        url = a.reuse
+    elif a.backend == "sqlite":
         url = f"sqlite://{work}/events.db"
     else:
         pgdb = f"meshaudit_search_bench_{os.getpid()}"
@@ -85,7 +88,7 @@ def main():
                 time.sleep(0.1)
         t0 = time.time()
         batch = a.batch
-        starts = list(range(0, a.events, batch))
+        starts = [] if a.reuse else list(range(0, a.events, batch))
         lock = threading.Lock()
 
         def worker():
@@ -100,8 +103,9 @@ def main():
         threads = [threading.Thread(target=worker) for _ in range(2)]
         for t in threads: t.start()
         for t in threads: t.join()
-        fill = time.time() - t0
-        print(f"search latency ({a.backend}): {a.events} events stored in {fill:.0f} s ({a.events / fill:.0f}/s, index triggers included)")
+        fill = max(time.time() - t0, 1e-9)
+        if not a.reuse:
+            print(f"search latency ({a.backend}): {a.events} events stored in {fill:.0f} s ({a.events / fill:.0f}/s, index triggers included)")
         rnd = random.Random(7)
         kinds = {
             "one event (q=tokN)": lambda: f"q=tok{rnd.randrange(a.events)}",
@@ -121,7 +125,7 @@ def main():
     finally:
         proc.terminate(); proc.wait()
         shutil.rmtree(work, ignore_errors=True)
-        if pgdb and a.keep:
+        if pgdb and (a.keep or a.reuse):
             print(f"kept {url}")
         elif pgdb:
             subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"DROP DATABASE IF EXISTS {pgdb} WITH (FORCE)"])
