@@ -7,12 +7,12 @@
 mod anchors;
 mod blackhole;
 mod durability;
-mod hardening;
 mod export_nats;
 mod export_s3;
 mod export_splunk;
 mod export_support;
 mod export_webhook;
+mod hardening;
 mod log;
 mod mobius;
 mod process;

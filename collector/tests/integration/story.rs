@@ -69,7 +69,9 @@ async fn story<S: EventStore>(store: S) {
     let now = Utc::now();
     store.prepare_partitions(now).await.expect("partitions");
     assert_eq!(store.head().await.unwrap(), ChainHead::genesis());
-    let report = verify_store(&store, &VerifyOptions::default(), |_| {}).await.unwrap();
+    let report = verify_store(&store, &VerifyOptions::default(), |_| {})
+        .await
+        .unwrap();
     assert!(report.ok && report.checked == 0);
 
     // An old batch (received in 2020) with a duplicate inside.
@@ -379,7 +381,9 @@ async fn story<S: EventStore>(store: S) {
     assert_eq!(store.get("c").await.unwrap().map(|e| e.seq), Some(3));
     assert!(store.get("nope").await.unwrap().is_none());
 
-    let report = verify_store(&store, &VerifyOptions::default(), |_| {}).await.unwrap();
+    let report = verify_store(&store, &VerifyOptions::default(), |_| {})
+        .await
+        .unwrap();
     assert!(report.ok, "{report:?}");
     assert_eq!(report.checked, 4);
 
@@ -396,7 +400,9 @@ async fn story<S: EventStore>(store: S) {
     assert!(archive.exists());
     assert_eq!(store.scan(0, 100).await.unwrap().len(), 2);
     // Without the archive the anchor proves nothing: not ok, but the rows are.
-    let report = verify_store(&store, &VerifyOptions::default(), |_| {}).await.unwrap();
+    let report = verify_store(&store, &VerifyOptions::default(), |_| {})
+        .await
+        .unwrap();
     assert!(!report.ok, "{report:?}");
     assert_eq!(report.reason.as_deref(), Some("unproven_anchor"));
     assert_eq!(report.anchors[0].status, AnchorStatus::Unproven);
@@ -551,7 +557,12 @@ async fn nul_in_columns<S: EventStore>(store: S) {
         .await
         .unwrap();
     assert_eq!(by_tenant.len(), 1);
-    assert!(verify_store(&store, &VerifyOptions::default(), |_| {}).await.unwrap().ok);
+    assert!(
+        verify_store(&store, &VerifyOptions::default(), |_| {})
+            .await
+            .unwrap()
+            .ok
+    );
 }
 
 #[tokio::test]
