@@ -60,6 +60,7 @@ bench: build wasm
 	@python3 scripts/search_latency.py --backend sqlite
 	@python3 scripts/search_latency.py --backend postgres
 	@python3 scripts/export_throughput.py
+	@bash scripts/workload_key_bench.sh
 
 # `make test` runs the same properties with proptest's default 256 cases.
 fuzz:
