@@ -5,7 +5,7 @@
 //! and SHA-256 without the CPU's SHA extensions.
 use meshaudit_event::line::Signer;
 use meshaudit_filter::capture::{
-    parse_header_pairs, HeaderPlan, LogInfo, RequestRecord, ResponseCapture,
+    parse_header_pairs, serialize_header_pairs, HeaderPlan, LogInfo, RequestRecord, ResponseCapture,
 };
 use meshaudit_filter::config::parse;
 use meshaudit_filter::event::{build_event, sealed_line, Workload};
@@ -13,22 +13,6 @@ use meshaudit_filter::redact::Redactor;
 use meshaudit_filter::vm::signer;
 use std::collections::BTreeMap;
 use std::time::Instant;
-
-fn serialize(pairs: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut out = Vec::new();
-    out.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
-    for (k, v) in pairs {
-        out.extend_from_slice(&(k.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
-    }
-    for (k, v) in pairs {
-        out.extend_from_slice(k.as_bytes());
-        out.push(0);
-        out.extend_from_slice(v);
-        out.push(0);
-    }
-    out
-}
 
 fn main() {
     let cfg = match parse(
@@ -45,19 +29,19 @@ fn main() {
         pod: Some("orders-7f9c".into()),
         ..Workload::default()
     };
-    let req = serialize(&[
-        (":method", b"GET"),
-        (":scheme", b"http"),
-        (":authority", b"127.0.0.1:18000"),
-        (":path", b"/api/orders"),
-        ("user-agent", b"wrk"),
-        ("x-request-id", b"1a01aed2-1288-4303-9545-4acf610bc8e1"),
-        ("x-forwarded-proto", b"http"),
+    let req = serialize_header_pairs(&[
+        (":method", "GET"),
+        (":scheme", "http"),
+        (":authority", "127.0.0.1:18000"),
+        (":path", "/api/orders"),
+        ("user-agent", "wrk"),
+        ("x-request-id", "1a01aed2-1288-4303-9545-4acf610bc8e1"),
+        ("x-forwarded-proto", "http"),
     ]);
-    let resp = serialize(&[
-        (":status", b"200"),
-        ("content-type", b"text/plain"),
-        ("content-length", b"5"),
+    let resp = serialize_header_pairs(&[
+        (":status", "200"),
+        ("content-type", "text/plain"),
+        ("content-length", "5"),
     ]);
     let prepared = signer(&cfg);
     let unsigned_signer = Signer::new(None, None);

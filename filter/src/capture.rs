@@ -9,6 +9,29 @@
 use crate::config::{Config, IdentityField};
 use sha2::{Digest, Sha256};
 
+/// The proxy-wasm header map serialisation of `pairs` (the inverse of
+/// [`parse_header_pairs`]): what `dispatch_http_call` takes, and what the
+/// host hands out.
+pub fn serialize_header_pairs<K: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: &[(K, V)]) -> Vec<u8> {
+    let size: usize = 4 + pairs
+        .iter()
+        .map(|(k, v)| k.as_ref().len() + v.as_ref().len() + 10)
+        .sum::<usize>();
+    let mut out = Vec::with_capacity(size);
+    out.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
+    for (k, v) in pairs {
+        out.extend_from_slice(&(k.as_ref().len() as u32).to_le_bytes());
+        out.extend_from_slice(&(v.as_ref().len() as u32).to_le_bytes());
+    }
+    for (k, v) in pairs {
+        out.extend_from_slice(k.as_ref());
+        out.push(0);
+        out.extend_from_slice(v.as_ref());
+        out.push(0);
+    }
+    out
+}
+
 /// Parses the proxy-wasm header map serialisation: `u32` count, then
 /// (`u32` name length, `u32` value length) per pair, then each name and value
 /// followed by a NUL. Malformed input yields the pairs read so far.
@@ -392,19 +415,7 @@ pub(crate) mod tests {
     use std::collections::BTreeMap;
 
     pub fn serialize(pairs: &[(&str, &[u8])]) -> Vec<u8> {
-        let mut out = Vec::new();
-        out.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
-        for (k, v) in pairs {
-            out.extend_from_slice(&(k.len() as u32).to_le_bytes());
-            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
-        }
-        for (k, v) in pairs {
-            out.extend_from_slice(k.as_bytes());
-            out.push(0);
-            out.extend_from_slice(v);
-            out.push(0);
-        }
-        out
+        serialize_header_pairs(pairs)
     }
 
     fn cfg(json: &str) -> Config {

@@ -154,26 +154,6 @@ pub fn property(path: &[&str]) -> Option<Vec<u8>> {
     }
 }
 
-fn serialize_pairs(pairs: &[(&str, &str)]) -> Vec<u8> {
-    let size: usize = 4 + pairs
-        .iter()
-        .map(|(k, v)| k.len() + v.len() + 10)
-        .sum::<usize>();
-    let mut out = Vec::with_capacity(size);
-    out.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
-    for (k, v) in pairs {
-        out.extend_from_slice(&(k.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
-    }
-    for (k, v) in pairs {
-        out.extend_from_slice(k.as_bytes());
-        out.push(0);
-        out.extend_from_slice(v.as_bytes());
-        out.push(0);
-    }
-    out
-}
-
 /// `dispatch_http_call`: the token, or `None` when the host refused it.
 pub fn http_call(
     cluster: &str,
@@ -181,8 +161,8 @@ pub fn http_call(
     body: &[u8],
     timeout_ms: u64,
 ) -> Option<u32> {
-    let headers = serialize_pairs(headers);
-    let trailers = serialize_pairs(&[]);
+    let headers = crate::capture::serialize_header_pairs(headers);
+    let trailers = crate::capture::serialize_header_pairs::<&str, &str>(&[]);
     let timeout = u32::try_from(timeout_ms).unwrap_or(u32::MAX);
     let mut token = 0u32;
     // SAFETY: every pointer refers to a live buffer for the duration of the call.

@@ -271,6 +271,14 @@ impl Vm {
                 return false;
             }
         };
+        if cfg!(feature = "metadata-only") && cfg.enabled && cfg.capture_bodies {
+            host.log(
+                LogLevel::Error,
+                "meshaudit: capture_bodies needs meshaudit_filter.wasm; this build \
+                 (meshaudit_filter_metadata.wasm) captures metadata only",
+            );
+            return false;
+        }
         let now = host.now_ns();
         let workload = read_workload(host);
         let source = workload.source();
@@ -314,19 +322,31 @@ impl Vm {
         true
     }
 
-    /// `on_done`: whether the VM may go at once (otherwise `done()` follows).
+    /// `on_done`. For a stream, its end: Envoy calls `on_done` and then
+    /// `on_delete` when a stream's filter goes, and the filter exports no
+    /// `on_delete` (one VM entry less per request), so a stream is forgotten
+    /// here. For a plugin, whether the VM may go at once (otherwise `done()`
+    /// follows); a plugin is forgotten once its last batch has answered or
+    /// the deadline passed.
     pub fn on_done(&mut self, host: &impl Host, context_id: u32) -> bool {
+        if let Some(s) = self.streams.remove(&context_id) {
+            if let Some(p) = self.plugins.get_mut(&s.root) {
+                p.budget.release(s.reserved);
+            }
+            return true;
+        }
         let Some(p) = self.plugins.get_mut(&context_id) else {
             return true;
         };
         if !p.cfg.enabled {
+            self.plugins.remove(&context_id);
             return true;
         }
         let now = host.now_ns();
         p.shipper.begin_shutdown();
         ship(host, p, now);
         if p.shipper.is_idle() {
-            p.done_called = true;
+            self.plugins.remove(&context_id);
             return true;
         }
         let wait_ms = p.cfg.timeout_ms.min(5_000);
@@ -334,12 +354,10 @@ impl Vm {
         false
     }
 
-    pub fn on_delete(&mut self, context_id: u32) {
-        if let Some(s) = self.streams.remove(&context_id) {
-            if let Some(p) = self.plugins.get_mut(&s.root) {
-                p.budget.release(s.reserved);
-            }
-        } else {
+    /// Forgets a plugin whose shutdown has called `done()` (Envoy deletes
+    /// its root context next).
+    fn sweep(&mut self, context_id: u32) {
+        if self.plugins.get(&context_id).is_some_and(|p| p.done_called) {
             self.plugins.remove(&context_id);
         }
     }
@@ -511,6 +529,7 @@ impl Vm {
         if let Some(p) = self.plugins.get_mut(&context_id) {
             ship(host, p, host.now_ns());
         }
+        self.sweep(context_id);
     }
 
     /// The answer to a dispatch of plugin `context_id`; `false` when the
@@ -533,6 +552,7 @@ impl Vm {
         if dispatch_more {
             pump(host, p, now);
         }
+        self.sweep(context_id);
         true
     }
 

@@ -2,7 +2,8 @@
 
 import statistics
 
-GET_VARIANTS = ("bare", "empty_wasm", "trivial_wasm", "access_log", "meshaudit", "meshaudit_sink")
+GET_VARIANTS = ("bare", "empty_wasm", "trivial_wasm", "access_log", "meshaudit", "meshaudit_sink",
+                "meshaudit_sink_full")
 POST_VARIANTS = ("bare_post", "meshaudit_bodies", "meshaudit_bodies_sink")
 
 

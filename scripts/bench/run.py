@@ -56,6 +56,8 @@ class Bench:
         self.pg_dbs = []
         self.envoy = artifact("MESHAUDIT_ENVOY", ".venv/bin/envoy", "make setup")
         self.wasm = artifact("MESHAUDIT_WASM", "dist/meshaudit_filter.wasm", "make wasm")
+        self.wasm_metadata = artifact("MESHAUDIT_WASM_METADATA", "dist/meshaudit_filter_metadata.wasm",
+                                      "make wasm")
         self.collector = artifact("MESHAUDIT_COLLECTOR_BIN", "target/release/meshaudit-collector",
                                   "make build")
         self.bin = {n: artifact(f"BENCH_{n.upper()}_BIN", f"target/release/meshaudit-bench-{n}",
@@ -129,7 +131,7 @@ class Bench:
 
     def _start_envoy(self, variant, collector_port, name=None):
         lp, ap = free_port(), free_port()
-        paths = {"meshaudit": self.wasm, "access_log": self.tmp / f"access-{variant}.log", **self.floor,
+        paths = {"meshaudit": self.wasm, "meshaudit_metadata": self.wasm_metadata, "access_log": self.tmp / f"access-{variant}.log", **self.floor,
                  **{f"meshaudit@{k}": Path(v) for k, v in bootstraps.alt_wasms().items()}}
         cfg = bootstraps.variant_bootstrap(variant, (lp, ap), paths, collector_port)
         name = name or variant
@@ -348,6 +350,64 @@ class Bench:
             self.stop(col)
         return r
 
+    # ---------- 2b. verifiable log: ingest with the tree on / off ----------
+    def nolog_collector(self):
+        """The collector built with the bench-only `bench-no-log` feature (no tree, no
+        checkpoints) into its own target dir, so target/release stays the shipped binary."""
+        env_bin = os.environ.get("BENCH_NOLOG_COLLECTOR_BIN")
+        if env_bin:
+            return artifact("BENCH_NOLOG_COLLECTOR_BIN", env_bin, "see BENCH_NOLOG_COLLECTOR_BIN")
+        target = ROOT / "target" / "bench-nolog"
+        log(f"building the collector without the tree (--features bench-no-log) into {target}")
+        r = subprocess.run(["cargo", "build", "--release", "--quiet", "-p", "meshaudit-collector",
+                            "--features", "bench-no-log", "--target-dir", str(target)],
+                           cwd=ROOT, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise BenchError(f"building the bench-no-log collector failed:\n{r.stderr[-3000:]}")
+        return target / "release" / "meshaudit-collector"
+
+    def log_ingest_phase(self):
+        """Issue 12: collector ingest with the Merkle tree and checkpoints on, as a fraction of the
+        same collector built without them, on SQLite and PostgreSQL; the two builds alternate
+        inside each round (which goes first alternates too), so both see the same machine."""
+        o = self.o
+        builds = {"tree_on": self.collector, "tree_off": self.nolog_collector()}
+        rounds = max(o["rounds"], 2) if not o["smoke"] else 1
+        runs = {f"{b}_{k}": [] for b in ("sqlite", "postgres") for k in builds}
+        for rnd in range(rounds):
+            for backend in ("sqlite", "postgres"):
+                order = list(builds) if rnd % 2 == 0 else list(reversed(builds))
+                for kind in order:
+                    tag = f"log_{backend}_{kind}_{rnd}"
+                    if backend == "sqlite":
+                        db_name, url = None, f"sqlite://{self.tmp / (tag + '.db')}"
+                    else:
+                        db_name, url = self.pg_scratch(tag)
+                    saved, self.collector = self.collector, builds[kind]
+                    try:
+                        r = self.collector_run(tag, url)
+                    finally:
+                        self.collector = saved
+                        if db_name:
+                            self.pg_drop(db_name)
+                    r["loadavg_1m"] = os.getloadavg()[0]
+                    runs[f"{backend}_{kind}"].append(r)
+                    log(f"round {rnd + 1}/{rounds} {backend:8s} {kind:8s} {r['events_per_s']:9.0f} events/s  "
+                        f"p99 batch {r['batch']['p99_ms']:.1f} ms  load {r['loadavg_1m']:.1f}")
+        summary = {}
+        for backend in ("sqlite", "postgres"):
+            on = [r["events_per_s"] for r in runs[f"{backend}_tree_on"]]
+            off = [r["events_per_s"] for r in runs[f"{backend}_tree_off"]]
+            pairs = [a / b for a, b in zip(on, off) if b]
+            summary[backend] = {"tree_on": report.median(on), "tree_off": report.median(off),
+                                "ratio_of_medians": report.ratio(report.median(on), report.median(off)),
+                                "ratio_per_round": pairs, "ratio_median": report.median(pairs)}
+            s = summary[backend]
+            log(f"log ingest {backend}: tree on {s['tree_on']:.0f} / off {s['tree_off']:.0f} events/s = "
+                f"{s['ratio_of_medians']:.3f} (per round {', '.join(f'{x:.3f}' for x in pairs)}; target ≥ 0.9)")
+        self.results["log_ingest_runs"] = runs
+        self.results["log_ingest"] = summary
+
     # ---------- 3. end to end ----------
     def e2e_phase(self):
         o = self.o
@@ -513,7 +573,7 @@ def machine():
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true", help="seconds-long run of every code path")
-    ap.add_argument("--only", action="append", choices=["envoy", "hostcalls", "collector", "e2e", "soak", "profile"],
+    ap.add_argument("--only", action="append", choices=["envoy", "hostcalls", "collector", "log", "e2e", "soak", "profile"],
                     help="run only these parts (repeatable); default: all, profile only in full mode")
     ap.add_argument("--rounds", type=int)
     ap.add_argument("--round-s", type=int)
@@ -552,6 +612,8 @@ def main():
             bench.envoy_phase()
         if "collector" in parts:
             bench.collector_phase()
+        if "log" in parts:
+            bench.log_ingest_phase()
         if "e2e" in parts:
             bench.e2e_phase()
         if "soak" in parts:

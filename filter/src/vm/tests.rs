@@ -167,7 +167,7 @@ fn serve(vm: &mut Vm, mock: &Mock, ctx: u32, path: &str, conn: u64) {
     vm.on_response_headers(mock, ctx);
     vm.on_response_body(mock, ctx, 12);
     vm.on_log(mock, ctx);
-    vm.on_delete(ctx);
+    assert!(vm.on_done(mock, ctx), "a stream ends at once");
 }
 
 fn lines(body: &[u8]) -> Vec<Value> {
@@ -390,6 +390,10 @@ fn answers_retry_refused_lines_are_dropped_and_the_rest_re_sent() {
 fn on_done_waits_for_the_last_answer_or_the_deadline() {
     let (mut vm, mock) = configured(CONFIG);
     assert!(vm.on_done(&mock, ROOT), "nothing held: at once");
+    assert!(
+        vm.plugins.is_empty(),
+        "and forgotten (no on_delete follows)"
+    );
 
     let (mut vm, mock) = configured(CONFIG);
     serve(&mut vm, &mock, 2, "/a", 1);
@@ -403,6 +407,7 @@ fn on_done_waits_for_the_last_answer_or_the_deadline() {
     assert_eq!(mock.done.get(), 0);
     vm.on_http_call_response(&mock, ROOT, 1, Answer::status(200), true);
     assert_eq!(mock.done.get(), 1);
+    assert!(vm.plugins.is_empty(), "forgotten after done()");
     vm.on_tick(&mock, ROOT);
     assert_eq!(mock.done.get(), 1, "done() once");
 
@@ -454,6 +459,7 @@ fn a_refused_dispatch_warns_once_and_is_retried() {
     assert_eq!(vm.buffered_events(ROOT), Some(1));
 }
 
+#[cfg(not(feature = "metadata-only"))] // bodies need the full build
 #[test]
 fn bodies_are_read_at_their_first_chunk_and_hashed_whole() {
     let (mut vm, mock) = configured(
@@ -533,4 +539,48 @@ fn a_disabled_filter_keeps_no_streams() {
     serve(&mut vm, &mock, 2, "/a", 1);
     assert!(mock.calls().is_empty());
     assert!(vm.streams.is_empty());
+}
+
+#[cfg(not(feature = "metadata-only"))] // bodies need the full build
+#[test]
+fn streams_end_at_on_done_and_give_back_their_body_budget() {
+    let config = r#"{"collector_cluster":"c","capture_bodies":true,"max_inflight_body_bytes":100}"#;
+    let (mut vm, mock) = configured(config);
+    mock.request("/a", 1);
+    mock.buffers
+        .borrow_mut()
+        .insert(BufferType::ResponseBody, br#"{"a":"1234"}"#.to_vec());
+    vm.on_context_create(2, ROOT);
+    vm.on_request_headers(&mock, 2);
+    vm.on_response_headers(&mock, 2);
+    vm.on_response_body(&mock, 2, 12);
+    assert_eq!(vm.streams.len(), 1);
+    assert!(vm.plugins.get(&ROOT).expect("plugin").budget.used > 0);
+    // A stream reset before `on_log` still ends at `on_done`.
+    assert!(vm.on_done(&mock, 2));
+    assert!(vm.streams.is_empty());
+    let p = vm.plugins.get(&ROOT).expect("plugin");
+    assert_eq!(p.budget.used, 0, "reserved body bytes released");
+    assert!(vm.on_done(&mock, 2), "an unknown context is done at once");
+}
+
+#[cfg(feature = "metadata-only")]
+#[test]
+fn the_metadata_only_build_refuses_capture_bodies() {
+    let config = r#"{"collector_cluster":"c","capture_bodies":true}"#;
+    let mock = Mock::new(config);
+    let mut vm = Vm::default();
+    assert!(!vm.on_configure(&mock, ROOT, config.len()));
+    assert!(mock
+        .logs
+        .borrow()
+        .iter()
+        .any(|(level, m)| *level == LogLevel::Error
+            && m.contains("capture_bodies needs meshaudit_filter.wasm")));
+    let config = r#"{"collector_cluster":"c"}"#;
+    let mock = Mock::new(config);
+    assert!(
+        vm.on_configure(&mock, ROOT, config.len()),
+        "metadata is fine"
+    );
 }

@@ -491,3 +491,37 @@ pub fn insert_http_filter(bootstrap: &mut Value, filter: Value) -> Result<()> {
     filters.insert(at, filter);
     Ok(())
 }
+
+/// Runs Envoy on `opts` expecting it to refuse the configuration and exit;
+/// returns everything it logged.
+pub fn envoy_refusing(opts: &BootstrapOptions) -> anyhow::Result<String> {
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("bootstrap.yaml");
+    std::fs::write(
+        &config,
+        serde_json::to_vec(&meshaudit_e2e::bootstrap::bootstrap(opts))?,
+    )?;
+    let log_path = dir.path().join("envoy.log");
+    let log = std::fs::File::create(&log_path)?;
+    let child = std::process::Command::new(Envoy::binary()?)
+        .arg("-c")
+        .arg(&config)
+        .args(["--concurrency", "1", "--disable-hot-restart", "-l", "info"])
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()?;
+    let mut guard = ChildGuard::new("envoy", child);
+    let start = std::time::Instant::now();
+    while guard.try_wait().is_none() {
+        if start.elapsed() > Duration::from_secs(30) {
+            guard.kill();
+            anyhow::bail!(
+                "Envoy accepted the configuration; log:\n{}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(std::fs::read_to_string(&log_path)?)
+}
