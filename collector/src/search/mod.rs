@@ -10,12 +10,38 @@
 //! ever updated. Search is a filter like the others: [`push_sqlite_match`] and
 //! [`push_postgres_match`] add it to the backends' `query`, where it combines
 //! with every other filter and the `after` cursor.
+//!
+//! Removal: `retain` deletes rows below its anchor in chunks, highest first.
+//! On PostgreSQL an `AFTER DELETE` trigger removes their words; on SQLite
+//! that trigger trips a 3.46 bug (migration `*_search_no_delete_trigger.sql`),
+//! so each chunk's transaction calls [`forget_removed_sqlite`] itself.
 
 pub mod query;
 pub mod stats;
 
 use crate::store::EventQuery;
-use sqlx::{Postgres, QueryBuilder, Sqlite};
+use sqlx::{Postgres, QueryBuilder, Sqlite, SqliteConnection};
+
+/// Removes from the SQLite FTS5 index the words of events `retain` removed,
+/// inside the transaction that removed them (after the `DELETE` on `events`).
+///
+/// Retain deletes the rows below `first_kept_seq` highest first, so every
+/// `seq` above the highest row still below the anchor is gone: their index
+/// rows go, including any an earlier version left behind. Returns how many
+/// index rows were removed.
+pub async fn forget_removed_sqlite(
+    conn: &mut SqliteConnection,
+    first_kept_seq: i64,
+) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "DELETE FROM events_fts WHERE rowid < ?1 \
+         AND rowid > (SELECT COALESCE(MAX(seq), 0) FROM events WHERE seq < ?1)",
+    )
+    .bind(first_kept_seq)
+    .execute(conn)
+    .await?
+    .rows_affected())
+}
 
 /// Adds `q` to an SQLite events query (`seq` is the FTS5 rowid).
 pub fn push_sqlite_match(qb: &mut QueryBuilder<'_, Sqlite>, q: &EventQuery) {

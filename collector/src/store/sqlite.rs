@@ -431,6 +431,7 @@ impl EventStore for SqliteStore {
         .execute(&mut *tx)
         .await?
         .rows_affected();
+        crate::search::forget_removed_sqlite(&mut tx, first_kept_seq).await?;
         tx.commit().await?;
         Ok(removed as i64)
     }

@@ -9,8 +9,15 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use meshaudit_collector::http::{router, AppState};
+use meshaudit_collector::ingest::body::{split_events, Framing};
 use meshaudit_collector::metrics::Metrics;
-use meshaudit_collector::store::{open, DynStore};
+use meshaudit_collector::prepare::prepare;
+use meshaudit_collector::retain::{retain, RetainOutcome};
+use meshaudit_collector::store::limits::RETAIN_CHUNK_ROWS;
+use meshaudit_collector::store::{
+    open, BatchWrite, DynStore, EventQuery, RawPool, RetentionAnchor,
+};
+use meshaudit_event::integrity::EventKeys;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use tower::ServiceExt;
@@ -403,4 +410,278 @@ async fn every_page_data_call_needs_the_admin_token() {
         "no inline script"
     );
     assert!(!script.contains("innerHTML"), "app.js never uses innerHTML");
+}
+
+/// `n` prepared events `{prefix}-{i}` whose path holds `word`.
+fn worded(prefix: &str, word: &str, n: usize) -> BatchWrite {
+    let mut body = Vec::new();
+    for i in 0..n {
+        let ev = json!({"id": format!("{prefix}-{i}"), "timestamp": "2026-03-04T05:06:07.000000+00:00",
+            "action": {"name": format!("/{word}/{i}"), "method": "GET"}});
+        body.extend_from_slice(ev.to_string().as_bytes());
+        body.push(b'\n');
+    }
+    let events = split_events(&body, Framing::Ndjson)
+        .expect("NDJSON")
+        .into_iter()
+        .map(|raw| prepare(raw, &EventKeys::default()))
+        .collect();
+    BatchWrite {
+        events,
+        idempotency: None,
+    }
+}
+
+/// June 1st of `year`, midnight UTC (when old batches were received).
+fn june(year: i32) -> chrono::DateTime<chrono::Utc> {
+    chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, year, 6, 1, 0, 0, 0).unwrap()
+}
+
+/// A migrated store at `url` holding `batches`, each received at its time.
+async fn store_with(
+    url: &str,
+    batches: Vec<(BatchWrite, chrono::DateTime<chrono::Utc>)>,
+) -> DynStore {
+    let store = open(url).await.expect("open store");
+    store.migrate().await.expect("migrate");
+    store
+        .prepare_partitions(chrono::Utc::now())
+        .await
+        .expect("partitions");
+    for (batch, received) in batches {
+        store
+            .append_batches(&[batch], received, 60)
+            .await
+            .expect("append");
+    }
+    store
+}
+
+/// Rows in the search index, and those matching `word`, straight from the database.
+async fn index_rows(store: &DynStore, word: &str) -> (i64, i64) {
+    match store.raw_pool().expect("an SQL store") {
+        RawPool::Sqlite(pool) => (
+            sqlx::query_scalar("SELECT count(*) FROM events_fts")
+                .fetch_one(pool)
+                .await
+                .expect("count the index"),
+            sqlx::query_scalar("SELECT count(*) FROM events_fts WHERE events_fts MATCH ?")
+                .bind(format!("\"{word}\""))
+                .fetch_one(pool)
+                .await
+                .expect("match the index"),
+        ),
+        RawPool::Postgres(pool) => (
+            sqlx::query_scalar("SELECT count(*) FROM events_search")
+                .fetch_one(pool)
+                .await
+                .expect("count the index"),
+            sqlx::query_scalar(
+                "SELECT count(*) FROM events_search WHERE doc @@ to_tsquery('simple', $1)",
+            )
+            .bind(word)
+            .fetch_one(pool)
+            .await
+            .expect("match the index"),
+        ),
+    }
+}
+
+/// Events search finds for `word` (at most 1000).
+async fn searched(store: &DynStore, word: &str) -> usize {
+    store
+        .query(&EventQuery {
+            text: Some(meshaudit_collector::search::query::parse(word).expect("query")),
+            limit: 1000,
+            ..EventQuery::default()
+        })
+        .await
+        .expect("search")
+        .len()
+}
+
+/// The index and the events agree: one index row per stored event.
+async fn assert_index_matches_events(store: &DynStore, when: &str) {
+    let stored = store.scan(0, 100_000).await.expect("scan").len() as i64;
+    let (rows, _) = index_rows(store, "x").await;
+    assert_eq!(rows, stored, "{when}: index rows vs stored events");
+}
+
+/// `retain` removes the words of the events it removes, in each chunk's own
+/// transaction: search finds none of them afterwards and the index holds
+/// exactly the kept events, also after a removal was interrupted and finished
+/// by the next run.
+async fn retain_forgets_removed_words(url: &str) {
+    let now = chrono::Utc::now();
+    // More old events than one chunk, so the removal takes several transactions.
+    let old = RETAIN_CHUNK_ROWS as usize + 500;
+    let store = store_with(
+        url,
+        vec![
+            (worded("old", "zanzibar", old), june(2020)),
+            (worded("older", "quokka", 300), june(2021)),
+            (worded("new", "kept", 3), now),
+        ],
+    )
+    .await;
+    assert_eq!(index_rows(&store, "zanzibar").await.1, old as i64);
+    assert_index_matches_events(&store, "before retain").await;
+
+    let archives = tempfile::tempdir().expect("temp dir");
+    let outcome = retain(store.as_ref(), june(2021), archives.path(), now)
+        .await
+        .expect("retain");
+    let RetainOutcome::Removed { anchor, .. } = outcome else {
+        panic!("expected a removal, got {outcome:?}");
+    };
+    assert_eq!(anchor.removed, old as i64);
+    assert_eq!(searched(&store, "zanzibar").await, 0);
+    assert_eq!(
+        index_rows(&store, "zanzibar").await.1,
+        0,
+        "no removed word left"
+    );
+    assert_eq!(searched(&store, "quokka").await, 300);
+    assert_index_matches_events(&store, "after retain").await;
+
+    // An interrupted run: its anchor recorded, one chunk removed.
+    let rows = store.scan(0, 100_000).await.expect("scan");
+    let first_kept = rows[300].seq;
+    store
+        .record_anchor(&RetentionAnchor {
+            first_kept_seq: first_kept,
+            prev_chain_hash: rows[299].chain_hash.clone(),
+            archive_sha256: "0".repeat(64),
+            archive_name: "meshaudit-events-interrupted.ndjson.gz".to_owned(),
+            removed: 300,
+            created_at: meshaudit_collector::store::format_time(now),
+        })
+        .await
+        .expect("record the anchor");
+    assert_eq!(
+        store
+            .delete_chunk_below(first_kept, 100)
+            .await
+            .expect("one chunk"),
+        100
+    );
+    assert_eq!(index_rows(&store, "quokka").await.1, 200);
+    assert_index_matches_events(&store, "after one chunk").await;
+    // The next run finishes the removal (and has nothing of its own to remove).
+    assert_eq!(
+        retain(store.as_ref(), june(2022), archives.path(), now)
+            .await
+            .expect("retain"),
+        RetainOutcome::Nothing
+    );
+    assert_eq!(searched(&store, "quokka").await, 0);
+    assert_eq!(
+        index_rows(&store, "quokka").await.1,
+        0,
+        "no removed word left"
+    );
+    assert_eq!(searched(&store, "kept").await, 3);
+    assert_index_matches_events(&store, "after the finished removal").await;
+    assert_eq!(store.scan(0, 100).await.expect("scan").len(), 3);
+}
+
+#[tokio::test]
+async fn retain_forgets_removed_words_on_sqlite() {
+    let db = temp_sqlite();
+    retain_forgets_removed_words(&db.url).await;
+}
+
+#[tokio::test]
+async fn retain_forgets_removed_words_on_postgres() {
+    let db = pg_test_db().await;
+    retain_forgets_removed_words(&db.url).await;
+}
+
+/// SQLite: the index rows an earlier collector left behind when its `retain`
+/// removed events (no delete trigger then) go with migration
+/// `*_search_removed_words.sql`; and a chunk removes events and words
+/// together after another connection changed the schema.
+#[tokio::test]
+async fn sqlite_index_leftovers_go_and_a_schema_change_does_not_trip_removal() {
+    let db = temp_sqlite();
+    let now = chrono::Utc::now();
+    let store = store_with(
+        &db.url,
+        vec![
+            (worded("old", "zanzibar", 50), june(2020)),
+            (worded("older", "quokka", 50), june(2021)),
+            (worded("new", "kept", 3), now),
+        ],
+    )
+    .await;
+    let Some(RawPool::Sqlite(pool)) = store.raw_pool() else {
+        unreachable!("an SQLite store");
+    };
+    let rows = store.scan(0, 1000).await.expect("scan");
+    let anchor = |i: usize| RetentionAnchor {
+        first_kept_seq: rows[i].seq,
+        prev_chain_hash: rows[i - 1].chain_hash.clone(),
+        archive_sha256: "0".repeat(64),
+        archive_name: format!("meshaudit-events-{i}.ndjson.gz"),
+        removed: 50,
+        created_at: meshaudit_collector::store::format_time(now),
+    };
+    // What the earlier collector did: one removal finished, one interrupted,
+    // the events deleted and their words left in the index.
+    store.record_anchor(&anchor(50)).await.expect("anchor");
+    store.record_anchor(&anchor(100)).await.expect("anchor");
+    sqlx::query("DELETE FROM events WHERE seq < ?")
+        .bind(rows[50].seq)
+        .execute(pool)
+        .await
+        .expect("remove the oldest");
+    sqlx::query("DELETE FROM events WHERE seq >= ? AND seq < ?")
+        .bind(rows[80].seq)
+        .bind(rows[100].seq)
+        .execute(pool)
+        .await
+        .expect("remove a chunk");
+    assert_eq!(index_rows(&store, "zanzibar").await, (103, 50));
+    sqlx::raw_sql(include_str!(
+        "../../migrations/sqlite/20261130114000_search_removed_words.sql"
+    ))
+    .execute(pool)
+    .await
+    .expect("the migration");
+    assert_eq!(index_rows(&store, "zanzibar").await.1, 0);
+    assert_eq!(index_rows(&store, "quokka").await.1, 30);
+    assert_index_matches_events(&store, "after the migration").await;
+
+    // Another connection changes the schema before a pooled connection,
+    // which read the schema earlier, runs a chunk: events and words still go
+    // together. (The dropped trigger made SQLite 3.46 fail a DELETE prepared
+    // in that state outside a write transaction; a chunk begins IMMEDIATE,
+    // which reloads the schema first.)
+    let mut other = <sqlx::SqliteConnection as sqlx::Connection>::connect(&db.url)
+        .await
+        .expect("another connection");
+    for sql in ["CREATE TABLE scratch (x INTEGER)", "DROP TABLE scratch"] {
+        sqlx::query(sql)
+            .execute(&mut other)
+            .await
+            .expect("schema change");
+    }
+    assert_eq!(
+        store
+            .delete_chunk_below(rows[100].seq, 10)
+            .await
+            .expect("one chunk after the schema change"),
+        10
+    );
+    assert_index_matches_events(&store, "after a chunk").await;
+    let archives = tempfile::tempdir().expect("temp dir");
+    assert_eq!(
+        retain(store.as_ref(), june(2022), archives.path(), now)
+            .await
+            .expect("retain finishes the removal"),
+        RetainOutcome::Nothing
+    );
+    assert_eq!(index_rows(&store, "quokka").await.1, 0);
+    assert_eq!(searched(&store, "kept").await, 3);
+    assert_index_matches_events(&store, "after the finished removal").await;
 }
