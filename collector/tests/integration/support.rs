@@ -1,24 +1,24 @@
 //! Test support: real PostgreSQL databases (fresh per test, dropped after; a
 //! throwaway cluster when no server answers), signed requests, a tiny HTTP/1.1
-//! client, and the collector binary run as a child process.
+//! client, and the collector binary run as a child process. The pieces the
+//! hostile replays use too come from `meshaudit-test-support` (`tests/support`).
 
 use meshaudit_collector::config::{Cli, Command, Settings};
 use meshaudit_collector::http::{router, AppState};
 use meshaudit_collector::metrics::Metrics;
 use meshaudit_collector::store::sqlite::SqliteStore;
 use meshaudit_collector::store::DynStore;
-use meshaudit_event::integrity::batch_signature;
+pub use meshaudit_test_support::{
+    free_port, http, ndjson_events, now_secs, post_signed, sign, temp_sqlite, PgDb as PgTestDb,
+    TempSqlite, API_KEY, SECRET,
+};
+use meshaudit_test_support::{run_with_database, serve_command, wait_healthy};
 use sqlx::Connection;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-pub const API_KEY: &str = "test-api-key";
-pub const SECRET: &str = "test-hmac-secret";
+use std::time::{Duration, Instant};
 
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_meshaudit-collector")
@@ -66,20 +66,6 @@ pub fn collector_command() -> std::process::Command {
     cmd
 }
 
-pub fn now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port on 127.0.0.1")
-}
-
 /// `serve` settings as the command line would give them (env ignored where
 /// flags are given).
 pub fn settings(database_url: &str, extra: &[&str]) -> Settings {
@@ -114,18 +100,6 @@ pub fn settings(database_url: &str, extra: &[&str]) -> Settings {
         Command::Serve(args) => args.validate().expect("valid test settings"),
         _ => unreachable!("serve"),
     }
-}
-
-/// A temporary SQLite database file.
-pub struct TempSqlite {
-    pub dir: tempfile::TempDir,
-    pub url: String,
-}
-
-pub fn temp_sqlite() -> TempSqlite {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let url = format!("sqlite://{}", dir.path().join("events.db").display());
-    TempSqlite { dir, url }
 }
 
 /// The router over a SQLite store, in process.
@@ -165,89 +139,6 @@ impl InProcess {
     }
 }
 
-/// `(X-Signature-Ts, X-Signature)` for `body` now.
-pub fn sign(body: &[u8]) -> (String, String) {
-    let ts = now_secs().to_string();
-    let sig = batch_signature(SECRET.as_bytes(), &ts, body);
-    (ts, sig)
-}
-
-// ---------------------------------------------------------------- HTTP client
-
-#[derive(Debug)]
-pub struct HttpResponse {
-    pub status: u16,
-    pub body: Vec<u8>,
-}
-
-impl HttpResponse {
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "response is not JSON ({e}): {}",
-                String::from_utf8_lossy(&self.body)
-            )
-        })
-    }
-}
-
-/// One request over a fresh connection (`Connection: close`).
-pub async fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> std::io::Result<HttpResponse> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    stream.write_all(req.as_bytes()).await?;
-    stream.write_all(body).await?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await?;
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other("no HTTP header end"))?;
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let status = head
-        .split("\r\n")
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other("no status"))?;
-    Ok(HttpResponse {
-        status,
-        body: raw[split + 4..].to_vec(),
-    })
-}
-
-/// POSTs a signed NDJSON batch.
-pub async fn post_signed(
-    addr: SocketAddr,
-    body: &[u8],
-    idempotency_key: Option<&str>,
-) -> std::io::Result<HttpResponse> {
-    let (ts, sig) = sign(body);
-    let mut headers = vec![
-        ("Content-Type", "application/x-ndjson"),
-        ("X-API-Key", API_KEY),
-        ("X-Signature-Ts", ts.as_str()),
-        ("X-Signature", sig.as_str()),
-    ];
-    if let Some(k) = idempotency_key {
-        headers.push(("X-Idempotency-Key", k));
-    }
-    http(addr, "POST", "/v1/events", &headers, body).await
-}
-
 // ---------------------------------------------------------- collector process
 
 /// The real binary, `serve`d on a free port; killed on drop.
@@ -268,44 +159,19 @@ impl CollectorProcess {
         extra_env: &[(&str, &str)],
         log: Option<&std::path::Path>,
     ) -> Self {
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let mut cmd = collector_command();
-        cmd.arg("serve")
-            .env("DATABASE_URL", database_url)
-            .env("MESHAUDIT_LISTEN", addr.to_string())
-            .env("AUDIT_RECEIVER_API_KEY", API_KEY)
-            .env("AUDIT_RECEIVER_SIGNING_SECRET", SECRET)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(match log {
-                Some(path) => Stdio::from(std::fs::File::create(path).expect("log file")),
-                None => Stdio::null(),
-            });
-        for (k, v) in extra_env {
-            cmd.env(k, v);
+        let (mut cmd, addr) = serve_command(collector_command(), database_url);
+        if let Some(path) = log {
+            cmd.stderr(Stdio::from(std::fs::File::create(path).expect("log file")));
         }
+        cmd.envs(extra_env.iter().copied());
         let child = cmd.spawn().expect("start the collector binary");
         Self { child, addr }
     }
 
     /// Polls plain-HTTP `/healthz` for up to 30 s.
     pub async fn wait_healthy(mut self) -> Self {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(r) = http(self.addr, "GET", "/healthz", &[], b"").await {
-                if r.status == 200 {
-                    return self;
-                }
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("the collector exited at start-up: {status}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the collector did not become healthy in 30 s"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_healthy(self.addr, &mut self.child).await;
+        self
     }
 
     /// SIGKILL, no chance to clean up.
@@ -323,20 +189,7 @@ impl Drop for CollectorProcess {
 
 /// Runs `meshaudit-collector ARGS` with `DATABASE_URL`; (exit code, stdout).
 pub fn run_cli(database_url: &str, args: &[&str]) -> (i32, String) {
-    let out = collector_command()
-        .args(args)
-        .env("DATABASE_URL", database_url)
-        .env("RUST_LOG", "error")
-        .output()
-        .expect("run the collector binary");
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    run_with_database(collector_command(), database_url, args)
 }
 
 // ----------------------------------------------------------------- PostgreSQL
@@ -347,28 +200,12 @@ set MESHAUDIT_TEST_PG_URL to a reachable server, or install PostgreSQL \
 so that a throwaway cluster can be started";
 
 static PG_BASE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-static PG_COUNTER: AtomicU32 = AtomicU32::new(0);
 
 async fn answers(url: &str) -> bool {
     matches!(
         tokio::time::timeout(Duration::from_secs(5), sqlx::PgConnection::connect(url)).await,
         Ok(Ok(_))
     )
-}
-
-fn url_with_db(base: &str, db: &str) -> String {
-    let (main, query) = match base.split_once('?') {
-        Some((m, q)) => (m, format!("?{q}")),
-        None => (base, String::new()),
-    };
-    let (prefix, last) = main.rsplit_once('/').unwrap_or((main, ""));
-    if prefix.ends_with('/') || prefix.ends_with(':') {
-        // postgres://host:port with no path
-        format!("{main}/{db}{query}")
-    } else {
-        let _ = last;
-        format!("{prefix}/{db}{query}")
-    }
 }
 
 /// A PostgreSQL server URL (maintenance database), found or started once per test binary.
@@ -475,71 +312,8 @@ pub fn start_throwaway_cluster(fsync: &str) -> Result<String, String> {
 }
 
 /// A fresh database, dropped when this value is dropped.
-pub struct PgTestDb {
-    pub url: String,
-    admin_url: String,
-    name: String,
-}
-
 pub async fn pg_test_db() -> PgTestDb {
-    let admin_url = pg_base_url().await;
-    let name = format!(
-        "meshaudit_test_{}_{}_{}",
-        std::process::id(),
-        PG_COUNTER.fetch_add(1, Ordering::Relaxed),
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0)
-    );
-    let mut conn = sqlx::PgConnection::connect(&admin_url)
+    PgTestDb::create(&pg_base_url().await, "meshaudit_test")
         .await
-        .unwrap_or_else(|e| panic!("{INSTALL_HINT}: {e}"));
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await
-        .expect("CREATE DATABASE");
-    let url = url_with_db(&admin_url, &name);
-    PgTestDb {
-        url,
-        admin_url,
-        name,
-    }
-}
-
-impl Drop for PgTestDb {
-    fn drop(&mut self) {
-        let admin = self.admin_url.clone();
-        let name = self.name.clone();
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async move {
-                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .execute(&mut conn)
-                        .await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
-/// NDJSON of `n` filter-like events with ids `{prefix}-{i}`.
-pub fn ndjson_events(prefix: &str, n: usize) -> Vec<u8> {
-    let mut out = Vec::new();
-    for i in 0..n {
-        out.extend_from_slice(
-            format!(
-                "{{\"id\":\"{prefix}-{i}\",\"specversion\":\"1.0\",\"schemaid\":\"meshaudit.http/v1\",\"timestamp\":\"2026-03-04T05:06:07.000000+00:00\",\"httpmethod\":\"POST\",\"action\":{{\"name\":\"/orders/{i}\",\"method\":\"POST\",\"status\":\"SUCCESS\"}},\"kubernetes\":{{\"namespacename\":\"shop\",\"podname\":\"api-1\"}},\"http\":{{\"statuscode\":201}}}}\n"
-            )
-            .as_bytes(),
-        );
-    }
-    out
+        .unwrap_or_else(|e| panic!("{INSTALL_HINT}: {e}"))
 }
