@@ -41,14 +41,15 @@ fn keypair(name: &str, seed_byte: u8) -> Result<KeyPair> {
 import base64, hashlib, sys
 from cryptography.hazmat.primitives import serialization as s
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-name, seed = sys.argv[1], bytes([int(sys.argv[2])]) * 32
+name, seed = sys.stdin.read().split()
+seed = bytes([int(seed)]) * 32
 pub = Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes(s.Encoding.Raw, s.PublicFormat.Raw)
 kid = hashlib.sha256(name.encode() + b"\n\x01" + pub).digest()[:4].hex()
 print("PRIVATE+KEY+%s+%s+%s" % (name, kid, base64.b64encode(b"\x01" + seed).decode()))
 print("%s+%s+%s" % (name, kid, base64.b64encode(b"\x01" + pub).decode()))
 print(base64.b64encode(pub).decode())
 "#;
-    let out = run_python_args(script, &[name, &seed_byte.to_string()], b"")?;
+    let out = python_crypto(script, format!("{name} {seed_byte}").as_bytes())?;
     let lines: Vec<&str> = out.lines().collect();
     let [signer, verifier, public_b64] = lines[..] else {
         bail!("keygen printed {out:?}");
@@ -60,31 +61,9 @@ print(base64.b64encode(pub).decode())
     })
 }
 
-/// [`run_python`] with arguments.
-fn run_python_args(script: &str, args: &[&str], stdin: &[u8]) -> Result<String> {
-    use std::io::Write;
-    let py = python()?;
-    let mut child = std::process::Command::new(&py)
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {}", py.display()))?;
-    if let Some(mut input) = child.stdin.take() {
-        input.write_all(stdin)?;
-    }
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        bail!(
-            "python failed ({}): {}\n(python `cryptography` comes from `make setup`)",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+/// [`run_python`] for a script that needs Python `cryptography`.
+fn python_crypto(script: &str, stdin: &[u8]) -> Result<String> {
+    run_python(script, stdin).context("python `cryptography` comes from `make setup`")
 }
 
 /// The collector with the registry open to `ADMIN` and batch signatures required.
@@ -397,11 +376,14 @@ impl TamperingProxy {
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("0")
                     .to_owned();
-                let signed = format!("{ts}.{altered}");
+                // The secret on the first line, then what it signs.
+                let signed = format!(
+                    "{}\n{ts}.{altered}",
+                    meshaudit_e2e::collector::TEST_SIGNING_SECRET
+                );
                 let sig = tokio::task::spawn_blocking(move || {
-                    run_python_args(
-                        "import hmac,hashlib,sys; print('sha256=' + hmac.new(sys.argv[1].encode(), sys.stdin.buffer.read(), hashlib.sha256).hexdigest())",
-                        &[meshaudit_e2e::collector::TEST_SIGNING_SECRET],
+                    run_python(
+                        "import hmac,hashlib,sys; k, _, m = sys.stdin.buffer.read().partition(b'\\n'); print('sha256=' + hmac.new(k, m, hashlib.sha256).hexdigest())",
                         signed.as_bytes(),
                     )
                 })
@@ -751,13 +733,12 @@ for eid, keyid, key, tamper in [("e-good", "billing-publisher", good, False),
     lines.append(canon(ev))
 body = "\n".join(lines) + "\n"
 ts = str(int(time.time()))
-mac = hmac.new(sys.argv[1].encode(), (ts + "." + body).encode(), hashlib.sha256).hexdigest()
+mac = hmac.new(sys.stdin.read().encode(), (ts + "." + body).encode(), hashlib.sha256).hexdigest()
 print(json.dumps({"body": body, "ts": ts, "sig": "sha256=" + mac}))
 "#;
-    let out = run_python_args(
+    let out = python_crypto(
         script,
-        &[meshaudit_e2e::collector::TEST_SIGNING_SECRET],
-        b"",
+        meshaudit_e2e::collector::TEST_SIGNING_SECRET.as_bytes(),
     )?;
     let req: Value = serde_json::from_str(out.trim())?;
     let post = |c: &Collector| {
