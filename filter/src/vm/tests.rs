@@ -564,12 +564,14 @@ fn streams_end_at_on_done_and_give_back_their_body_budget() {
     assert!(vm.on_done(&mock, 2), "an unknown context is done at once");
 }
 
-#[cfg(feature = "metadata-only")]
 #[test]
 fn the_metadata_only_build_refuses_capture_bodies() {
     let config = r#"{"collector_cluster":"c","capture_bodies":true}"#;
     let mock = Mock::new(config);
-    let mut vm = Vm::default();
+    let mut vm = Vm {
+        metadata_only: true,
+        ..Vm::default()
+    };
     assert!(!vm.on_configure(&mock, ROOT, config.len()));
     assert!(mock
         .logs
