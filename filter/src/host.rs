@@ -1,5 +1,5 @@
 //! The proxy-wasm exports (ABI 0.2.1, wasm32 only): each callback forwards to
-//! the pure [`Vm`] with [`WasmHost`], the [`Host`] over the ABI. Nothing here
+//! the pure [`Vm`] with [`WasmHost`] (in `hostcalls`), the [`crate::vm::Host`] over the ABI. Nothing here
 //! decides anything. Every callback answers `Continue`, whatever happens.
 //!
 //! Only the callbacks the filter uses are exported: Envoy skips absent ones
@@ -14,9 +14,8 @@
 #![allow(unsafe_code)]
 
 use crate::batch::Answer;
-use crate::hostcalls as hc;
-use crate::stats::StatKind;
-use crate::vm::{read_answer, BufferType, Host, LogLevel, MapType, Vm};
+use crate::hostcalls::WasmHost;
+use crate::vm::{read_answer, Vm};
 use std::cell::RefCell;
 
 extern "C" {
@@ -38,71 +37,6 @@ thread_local! {
     /// Answers delivered while the state was borrowed (an HTTP call failing
     /// inline during its own dispatch); applied on the next callback.
     static DEFERRED: RefCell<Vec<(u32, u32, Answer)>> = const { RefCell::new(Vec::new()) };
-}
-
-/// The host over the proxy-wasm ABI and WASI.
-pub struct WasmHost;
-
-impl Host for WasmHost {
-    fn now_ns(&self) -> u64 {
-        hc::now_ns()
-    }
-    fn header_map(&self, map: MapType) -> Option<Vec<u8>> {
-        hc::header_map(match map {
-            MapType::RequestHeaders => hc::MAP_REQUEST_HEADERS,
-            MapType::ResponseHeaders => hc::MAP_RESPONSE_HEADERS,
-            MapType::ResponseTrailers => hc::MAP_RESPONSE_TRAILERS,
-            MapType::HttpCallResponseHeaders => hc::MAP_HTTP_CALL_RESPONSE_HEADERS,
-        })
-    }
-    fn buffer(&self, buffer: BufferType, size: usize) -> Option<Vec<u8>> {
-        let t = match buffer {
-            BufferType::RequestBody => hc::BUFFER_REQUEST_BODY,
-            BufferType::ResponseBody => hc::BUFFER_RESPONSE_BODY,
-            BufferType::HttpCallResponseBody => hc::BUFFER_HTTP_CALL_RESPONSE_BODY,
-            BufferType::PluginConfiguration => hc::BUFFER_PLUGIN_CONFIGURATION,
-        };
-        hc::buffer(t, 0, size)
-    }
-    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
-        hc::property(path)
-    }
-    fn http_call(
-        &self,
-        cluster: &str,
-        headers: &[(&str, &str)],
-        body: &[u8],
-        timeout_ms: u64,
-    ) -> Option<u32> {
-        hc::http_call(cluster, headers, body, timeout_ms)
-    }
-    fn define_metric(&self, kind: StatKind, name: &str) -> Option<u32> {
-        let kind = match kind {
-            StatKind::Counter => hc::METRIC_COUNTER,
-            StatKind::Gauge => hc::METRIC_GAUGE,
-        };
-        hc::define_metric(kind, name)
-    }
-    fn increment_metric(&self, id: u32, delta: i64) {
-        hc::increment_metric(id, delta);
-    }
-    fn set_tick_period_ms(&self, ms: u64) {
-        hc::set_tick_period_ms(ms);
-    }
-    fn log(&self, level: LogLevel, message: &str) {
-        let level = match level {
-            LogLevel::Info => hc::LOG_INFO,
-            LogLevel::Warn => hc::LOG_WARN,
-            LogLevel::Error => hc::LOG_ERROR,
-        };
-        hc::log(level, message);
-    }
-    fn done(&self) {
-        hc::done();
-    }
-    fn env(&self, name: &str) -> Option<String> {
-        std::env::var(name).ok()
-    }
 }
 
 /// Runs `f` on the VM state unless it is already borrowed (a re-entrant

@@ -9,24 +9,26 @@
 //! ABI itself. With the exports in `host`, the only modules allowed `unsafe`.
 #![allow(unsafe_code)]
 
+use crate::stats::StatKind;
+use crate::vm::{BufferType, Host, LogLevel, MapType};
 use std::ptr::null_mut;
 
-pub const MAP_REQUEST_HEADERS: u32 = 0;
-pub const MAP_RESPONSE_HEADERS: u32 = 2;
-pub const MAP_RESPONSE_TRAILERS: u32 = 3;
-pub const MAP_HTTP_CALL_RESPONSE_HEADERS: u32 = 6;
+const MAP_REQUEST_HEADERS: u32 = 0;
+const MAP_RESPONSE_HEADERS: u32 = 2;
+const MAP_RESPONSE_TRAILERS: u32 = 3;
+const MAP_HTTP_CALL_RESPONSE_HEADERS: u32 = 6;
 
-pub const BUFFER_REQUEST_BODY: u32 = 0;
-pub const BUFFER_RESPONSE_BODY: u32 = 1;
-pub const BUFFER_HTTP_CALL_RESPONSE_BODY: u32 = 4;
-pub const BUFFER_PLUGIN_CONFIGURATION: u32 = 7;
+const BUFFER_REQUEST_BODY: u32 = 0;
+const BUFFER_RESPONSE_BODY: u32 = 1;
+const BUFFER_HTTP_CALL_RESPONSE_BODY: u32 = 4;
+const BUFFER_PLUGIN_CONFIGURATION: u32 = 7;
 
-pub const METRIC_COUNTER: u32 = 0;
-pub const METRIC_GAUGE: u32 = 1;
+const METRIC_COUNTER: u32 = 0;
+const METRIC_GAUGE: u32 = 1;
 
-pub const LOG_INFO: u32 = 2;
-pub const LOG_WARN: u32 = 3;
-pub const LOG_ERROR: u32 = 4;
+const LOG_INFO: u32 = 2;
+const LOG_WARN: u32 = 3;
+const LOG_ERROR: u32 = 4;
 
 const STATUS_OK: u32 = 0;
 
@@ -198,4 +200,69 @@ pub fn increment_metric(id: u32, offset: i64) {
 pub fn done() {
     // SAFETY: plain call.
     let _ = unsafe { proxy_done() };
+}
+
+/// The host over the proxy-wasm ABI and WASI.
+pub struct WasmHost;
+
+impl Host for WasmHost {
+    fn now_ns(&self) -> u64 {
+        now_ns()
+    }
+    fn header_map(&self, map: MapType) -> Option<Vec<u8>> {
+        header_map(match map {
+            MapType::RequestHeaders => MAP_REQUEST_HEADERS,
+            MapType::ResponseHeaders => MAP_RESPONSE_HEADERS,
+            MapType::ResponseTrailers => MAP_RESPONSE_TRAILERS,
+            MapType::HttpCallResponseHeaders => MAP_HTTP_CALL_RESPONSE_HEADERS,
+        })
+    }
+    fn buffer(&self, which: BufferType, size: usize) -> Option<Vec<u8>> {
+        let t = match which {
+            BufferType::RequestBody => BUFFER_REQUEST_BODY,
+            BufferType::ResponseBody => BUFFER_RESPONSE_BODY,
+            BufferType::HttpCallResponseBody => BUFFER_HTTP_CALL_RESPONSE_BODY,
+            BufferType::PluginConfiguration => BUFFER_PLUGIN_CONFIGURATION,
+        };
+        buffer(t, 0, size)
+    }
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        property(path)
+    }
+    fn http_call(
+        &self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        timeout_ms: u64,
+    ) -> Option<u32> {
+        http_call(cluster, headers, body, timeout_ms)
+    }
+    fn define_metric(&self, kind: StatKind, name: &str) -> Option<u32> {
+        let kind = match kind {
+            StatKind::Counter => METRIC_COUNTER,
+            StatKind::Gauge => METRIC_GAUGE,
+        };
+        define_metric(kind, name)
+    }
+    fn increment_metric(&self, id: u32, delta: i64) {
+        increment_metric(id, delta);
+    }
+    fn set_tick_period_ms(&self, ms: u64) {
+        set_tick_period_ms(ms);
+    }
+    fn log(&self, level: LogLevel, message: &str) {
+        let level = match level {
+            LogLevel::Info => LOG_INFO,
+            LogLevel::Warn => LOG_WARN,
+            LogLevel::Error => LOG_ERROR,
+        };
+        log(level, message);
+    }
+    fn done(&self) {
+        done();
+    }
+    fn env(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
 }
