@@ -1,6 +1,7 @@
 //! The proxy-wasm exports (ABI 0.2.1, wasm32 only): each callback forwards to
 //! the pure [`Vm`] with [`WasmHost`] (in `hostcalls`), the
-//! [`crate::vm::Host`] over the ABI. Nothing here decides anything. Every callback answers `Continue`, whatever happens.
+//! [`crate::vm::Host`] over the ABI. Nothing here decides anything. Every
+//! callback answers `Continue`, whatever happens.
 //!
 //! Only the callbacks the filter uses are exported: Envoy skips absent ones
 //! (trailers, connections, queues), and every callback it makes costs a VM
