@@ -57,6 +57,7 @@ demo: build wasm
 
 bench: build wasm
 	@bash scripts/bench.sh
+	@bash scripts/bench.sh --only log
 	@python3 scripts/search_latency.py --backend sqlite
 	@python3 scripts/search_latency.py --backend postgres
 	@python3 scripts/export_throughput.py

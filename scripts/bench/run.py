@@ -372,7 +372,8 @@ class Bench:
         inside each round (which goes first alternates too), so both see the same machine."""
         o = self.o
         builds = {"tree_on": self.collector, "tree_off": self.nolog_collector()}
-        rounds = max(o["rounds"], 2) if not o["smoke"] else 1
+        # Five rounds at least: one run of a pair differs by up to ±10 % on a shared machine.
+        rounds = max(o["rounds"], 5) if not o["smoke"] else 1
         runs = {f"{b}_{k}": [] for b in ("sqlite", "postgres") for k in builds}
         for rnd in range(rounds):
             for backend in ("sqlite", "postgres"):

@@ -9,6 +9,9 @@
 //! where it left it (same size, same last record hash); otherwise — another
 //! replica appended, a rollback, a restored copy — it is reloaded from the
 //! stored partial tiles. Nothing stored is ever rewritten.
+//!
+//! The `bench-no-log` feature (benchmark builds only) makes growing a no-op,
+//! to price the tree against the same binary without it.
 
 use super::db::{record_hash, to_hash};
 use super::merkle::{leaf_hash, sha256, Hash};
@@ -126,12 +129,18 @@ pub async fn grow_sqlite(
     conn: &mut SqliteConnection,
     rows: &[NewRow<'_>],
 ) -> Result<(), StoreError> {
+    if cfg!(feature = "bench-no-log") {
+        return Ok(());
+    }
     grow(&mut SqliteTx(conn), rows).await
 }
 
 /// Grows the tree by a group's new rows, inside the writer's PostgreSQL
 /// transaction (after `pg_advisory_xact_lock`, so replicas keep one tree).
 pub async fn grow_postgres(conn: &mut PgConnection, rows: &[NewRow<'_>]) -> Result<(), StoreError> {
+    if cfg!(feature = "bench-no-log") {
+        return Ok(());
+    }
     grow(&mut PgTx(conn), rows).await
 }
 
