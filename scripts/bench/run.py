@@ -408,6 +408,22 @@ class Bench:
                 f"{s['ratio_of_medians']:.3f} (per round {', '.join(f'{x:.3f}' for x in pairs)}; target ≥ 0.9)")
         self.results["log_ingest_runs"] = runs
         self.results["log_ingest"] = summary
+        self.log_proof_phase()
+
+    def log_proof_phase(self):
+        """Issue 12: inclusion and consistency proofs over HTTP on a 1M-leaf SQLite store, p50/p99
+        (target p99 ≤ 10 ms), by scripts/log_proof_latency.py (it fills the store through ingest)."""
+        events, queries = (3000, 50) if self.o["smoke"] else (1_000_000, 1000)
+        r = subprocess.run(self.niced([sys.executable, ROOT / "scripts" / "log_proof_latency.py",
+                                       "--events", events, "--queries", queries, "--binary", self.collector]),
+                           capture_output=True, text=True)
+        m = re.search(r"^PROOFJSON (\{.*\})$", r.stdout, re.M)
+        if r.returncode != 0 or not m:
+            raise BenchError(f"log_proof_latency.py failed (exit {r.returncode}):\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
+        for line in r.stdout.splitlines():
+            if not line.startswith("PROOFJSON"):
+                log(line.strip())
+        self.results["log_proofs"] = json.loads(m.group(1))
 
     # ---------- 3. end to end ----------
     def e2e_phase(self):

@@ -157,20 +157,13 @@ async fn inclusion(
         )));
     }
     let index = seq - 1;
-    let entries = db
-        .entries(index, seq)
-        .await
-        .map_err(|e| unavailable(e.into()))?;
-    let Some((_, record)) = entries.first() else {
-        return Err(unavailable(LogError::Incomplete(format!("entry {index}"))));
-    };
-    let proof = log.inclusion(index, size).await.map_err(unavailable)?;
+    let (record, proof) = log.inclusion(index, size).await.map_err(unavailable)?;
     Ok(Json(InclusionAnswer {
         seq,
         leaf_index: index,
         tree_size: size,
         record_hash: hex::encode(record),
-        leaf_hash: hex::encode(leaf_hash(record)),
+        leaf_hash: hex::encode(leaf_hash(&record)),
         proof: proof.iter().map(hex::encode).collect(),
     }))
 }

@@ -26,6 +26,128 @@ pub(super) fn to_hash(v: Vec<u8>) -> Result<Hash, StoreError> {
         .map_err(|_| StoreError::Refused("a stored tree hash is not 32 bytes".to_owned()))
 }
 
+/// One statement reading the stored hashes of `(level, from, to)` ranges
+/// (level 0: record hashes from `log_entries`; others: `log_nodes`), one row
+/// per range with its hashes concatenated in index order: a proof needs a
+/// few hundred hashes, and one row each would cost a round trip from SQLite's
+/// worker thread each. Written once for both backends: `$N` placeholders
+/// (sqlx binds them on SQLite and PostgreSQL alike), `string_agg(… ORDER BY
+/// idx)` (PostgreSQL; SQLite ≥ 3.44), and `substr(h, 1, 0)` as the empty
+/// separator of the hash's own type (bytea; a blob). Bound by
+/// [`ranges_query!`] in the same order.
+fn ranges_sql(ranges: &[(u8, u64, u64)]) -> String {
+    let mut n = 0;
+    let mut parts = Vec::with_capacity(ranges.len());
+    for &(level, _, _) in ranges {
+        parts.push(if level == 0 {
+            n += 2;
+            format!(
+                "SELECT 0 AS level, min(idx) AS first, max(idx) AS last, count(*) AS n, \
+                 string_agg(record_hash, substr(record_hash, 1, 0) ORDER BY idx) AS hs \
+                 FROM log_entries WHERE idx >= ${} AND idx < ${}",
+                n - 1,
+                n
+            )
+        } else {
+            n += 3;
+            format!(
+                "SELECT min(level) AS level, min(idx) AS first, max(idx) AS last, count(*) AS n, \
+                 string_agg(hash, substr(hash, 1, 0) ORDER BY idx) AS hs \
+                 FROM log_nodes WHERE level = ${} AND idx >= ${} AND idx < ${}",
+                n - 2,
+                n - 1,
+                n
+            )
+        });
+    }
+    parts.join(" UNION ALL ")
+}
+
+/// The hashes of one range: `(level, first index, hashes from it on)`.
+pub type Run = (u8, u64, Vec<Hash>);
+
+/// One [`ranges_sql`] row as a [`Run`] (`None` for an empty range); a range
+/// with a hole in it is refused (the tables are append-only: an edited store).
+fn run_of(
+    level: Option<i32>,
+    first: Option<i64>,
+    last: Option<i64>,
+    n: i64,
+    hs: Option<Vec<u8>>,
+) -> Result<Option<Run>, StoreError> {
+    let (Some(level), Some(first), Some(last), Some(hs)) = (level, first, last, hs) else {
+        return Ok(None);
+    };
+    if n < 1 || last - first + 1 != n || hs.len() as i64 != 32 * n {
+        return Err(StoreError::Refused(format!(
+            "the stored tree has a hole at tile level {level} between {first} and {last} (was the database edited?)"
+        )));
+    }
+    let hashes = hs
+        .chunks_exact(32)
+        .map(|c| {
+            let mut h = [0u8; 32];
+            h.copy_from_slice(c);
+            h
+        })
+        .collect();
+    Ok(Some((level as u8, first as u64, hashes)))
+}
+
+/// Runs [`ranges_sql`] on an executor of either backend: one [`Run`] per
+/// range that has stored hashes.
+macro_rules! ranges_query {
+    ($exec:expr, $ranges:expr) => {{
+        let ranges: &[(u8, u64, u64)] = $ranges;
+        if ranges.is_empty() {
+            Ok(Vec::new())
+        } else {
+            let sql = ranges_sql(ranges);
+            let mut q = sqlx::query(&sql);
+            for &(level, from, to) in ranges {
+                if level > 0 {
+                    q = q.bind(i32::from(level));
+                }
+                q = q.bind(from as i64).bind(to as i64);
+            }
+            q.fetch_all($exec)
+                .await
+                .map_err(StoreError::from)
+                .and_then(|rows| {
+                    let mut runs = Vec::with_capacity(rows.len());
+                    for r in &rows {
+                        if let Some(run) = run_of(
+                            r.try_get("level")?,
+                            r.try_get("first")?,
+                            r.try_get("last")?,
+                            r.try_get("n")?,
+                            r.try_get("hs")?,
+                        )? {
+                            runs.push(run);
+                        }
+                    }
+                    Ok(runs)
+                })
+        }
+    }};
+}
+
+/// The stored hashes of `ranges` on a SQLite connection (the writer's, in [`super::grow`]).
+pub(super) async fn load_ranges_sqlite(
+    conn: &mut sqlx::SqliteConnection,
+    ranges: &[(u8, u64, u64)],
+) -> Result<Vec<Run>, StoreError> {
+    ranges_query!(conn, ranges)
+}
+
+/// The stored hashes of `ranges` on a PostgreSQL connection (the writer's, in [`super::grow`]).
+pub(super) async fn load_ranges_postgres(
+    conn: &mut sqlx::PgConnection,
+    ranges: &[(u8, u64, u64)],
+) -> Result<Vec<Run>, StoreError> {
+    ranges_query!(conn, ranges)
+}
+
 /// A kept checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredCheckpoint {
@@ -139,6 +261,15 @@ impl LogDb {
         rows.into_iter()
             .map(|(i, h)| Ok((i as u64, to_hash(h)?)))
             .collect()
+    }
+
+    /// The stored hashes of `(level, from, to)` ranges, in one statement:
+    /// a [`Run`] per range, level 0 giving record hashes (not leaf hashes).
+    pub async fn load_ranges(&self, ranges: &[(u8, u64, u64)]) -> Result<Vec<Run>, StoreError> {
+        match self {
+            Self::Sqlite(p) => ranges_query!(p, ranges),
+            Self::Postgres(p) => ranges_query!(p, ranges),
+        }
     }
 
     /// The newest checkpoint, if any.

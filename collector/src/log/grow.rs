@@ -13,7 +13,7 @@
 //! The `bench-no-log` feature (benchmark builds only) makes growing a no-op,
 //! to price the tree against the same binary without it.
 
-use super::db::{record_hash, to_hash};
+use super::db::{load_ranges_postgres, load_ranges_sqlite, record_hash, to_hash, Run};
 use super::merkle::{leaf_hash, sha256, Hash};
 use super::tiles::{frontier_ranges, Frontier, NewNode};
 use crate::store::plan::NewRow;
@@ -37,10 +37,7 @@ trait TreeTx: Send {
     /// Canonical JSON of events `from < seq ≤ to`, by seq.
     async fn events(&mut self, from: u64, to: u64) -> Result<Vec<(i64, String)>, StoreError>;
     /// Hashes of `(level, from, to)` ranges: level 0 record hashes, others node hashes.
-    async fn load(
-        &mut self,
-        ranges: &[(u8, u64, u64)],
-    ) -> Result<Vec<(u8, u64, Vec<u8>)>, StoreError>;
+    async fn load(&mut self, ranges: &[(u8, u64, u64)]) -> Result<Vec<Run>, StoreError>;
     async fn insert(
         &mut self,
         first: u64,
@@ -103,9 +100,10 @@ async fn grow<T: TreeTx>(tx: &mut T, rows: &[NewRow<'_>]) -> Result<(), StoreErr
         None => {
             let ranges = frontier_ranges(size);
             let mut loaded = HashMap::new();
-            for (level, idx, h) in tx.load(&ranges).await? {
-                let h = to_hash(h)?;
-                loaded.insert((level, idx), if level == 0 { leaf_hash(&h) } else { h });
+            for (level, first, hashes) in tx.load(&ranges).await? {
+                for (idx, h) in (first..).zip(hashes) {
+                    loaded.insert((level, idx), if level == 0 { leaf_hash(&h) } else { h });
+                }
             }
             Frontier::load(size, &loaded).map_err(|e| StoreError::Refused(e.to_string()))?
         }
@@ -180,31 +178,8 @@ impl TreeTx for SqliteTx<'_> {
             .map_err(StoreError::from)
     }
 
-    async fn load(
-        &mut self,
-        ranges: &[(u8, u64, u64)],
-    ) -> Result<Vec<(u8, u64, Vec<u8>)>, StoreError> {
-        let mut out = Vec::new();
-        for &(level, from, to) in ranges {
-            let rows = if level == 0 {
-                sqlx::query(
-                    "SELECT idx, record_hash AS h FROM log_entries WHERE idx >= ? AND idx < ?",
-                )
-            } else {
-                sqlx::query(
-                    "SELECT idx, hash AS h FROM log_nodes WHERE level = ? AND idx >= ? AND idx < ?",
-                )
-                .bind(i64::from(level))
-            }
-            .bind(from as i64)
-            .bind(to as i64)
-            .fetch_all(&mut *self.0)
-            .await?;
-            for r in rows {
-                out.push((level, r.try_get::<i64, _>("idx")? as u64, r.try_get("h")?));
-            }
-        }
-        Ok(out)
+    async fn load(&mut self, ranges: &[(u8, u64, u64)]) -> Result<Vec<Run>, StoreError> {
+        load_ranges_sqlite(&mut *self.0, ranges).await
     }
 
     async fn insert(
@@ -277,41 +252,8 @@ impl TreeTx for PgTx<'_> {
             .map_err(StoreError::from)
     }
 
-    async fn load(
-        &mut self,
-        ranges: &[(u8, u64, u64)],
-    ) -> Result<Vec<(u8, u64, Vec<u8>)>, StoreError> {
-        if ranges.is_empty() {
-            return Ok(Vec::new());
-        }
-        let levels: Vec<i32> = ranges.iter().map(|r| i32::from(r.0)).collect();
-        let froms: Vec<i64> = ranges.iter().map(|r| r.1 as i64).collect();
-        let tos: Vec<i64> = ranges.iter().map(|r| r.2 as i64).collect();
-        // One round trip for every level.
-        let rows = sqlx::query(
-            "SELECT 0 AS level, e.idx, e.record_hash AS h FROM log_entries e \
-               JOIN unnest($1::int[], $2::bigint[], $3::bigint[]) AS r(l, f, t) \
-                 ON r.l = 0 AND e.idx >= r.f AND e.idx < r.t \
-             UNION ALL \
-             SELECT n.level, n.idx, n.hash AS h FROM log_nodes n \
-               JOIN unnest($1::int[], $2::bigint[], $3::bigint[]) AS r(l, f, t) \
-                 ON r.l > 0 AND n.level = r.l AND n.idx >= r.f AND n.idx < r.t",
-        )
-        .bind(&levels)
-        .bind(&froms)
-        .bind(&tos)
-        .fetch_all(&mut *self.0)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get::<i32, _>("level")? as u8,
-                    r.try_get::<i64, _>("idx")? as u64,
-                    r.try_get("h")?,
-                ))
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(StoreError::from)
+    async fn load(&mut self, ranges: &[(u8, u64, u64)]) -> Result<Vec<Run>, StoreError> {
+        load_ranges_postgres(&mut *self.0, ranges).await
     }
 
     async fn insert(

@@ -8,12 +8,13 @@ use super::config::LogSettings;
 use super::db::{LogDb, StoredCheckpoint};
 use super::merkle::{self, Hash, Node};
 use super::note::{self, SignerKey, VerifierKey};
-use super::tiles::TileSet;
+use super::tiles::{StoredTile, TileSet, TILE_WIDTH};
 use crate::metrics::Metrics;
 use crate::store::{format_time, DynStore, StoreError};
 use prometheus::{Gauge, IntGauge};
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use tokio::sync::OnceCell;
 
 /// Why the log could not answer.
@@ -66,6 +67,7 @@ pub struct LogService {
     db: Option<LogDb>,
     signer: OnceCell<SignerKey>,
     metrics: Option<LogMetrics>,
+    tiles: TileCache,
 }
 
 fn now_us() -> i64 {
@@ -87,6 +89,7 @@ impl LogService {
             db: store.raw_pool().map(LogDb::from_raw),
             signer: OnceCell::new(),
             metrics,
+            tiles: TileCache::default(),
         }
     }
 
@@ -152,6 +155,7 @@ impl LogService {
         let db = self.db()?;
         let key = self.signer().await?;
         let size = db.tree_size().await?;
+        self.tiles.saw_size(size);
         let latest = db.latest_checkpoint().await?;
         let interval_us = self.settings.checkpoint_interval.as_micros() as i64;
         let due = match &latest {
@@ -187,52 +191,132 @@ impl LogService {
         Ok(made)
     }
 
-    /// Loads the tile hashes the nodes need.
-    async fn tiles_for(&self, nodes: &[Node]) -> Result<TileSet, LogError> {
+    /// Loads the tiles the nodes need. With `cached`, tiles read before are
+    /// taken from memory and only what they lack is read (stored hashes are
+    /// never rewritten); the reads, whatever is left of them, are one statement.
+    async fn tiles_for(&self, nodes: &[Node], cached: bool) -> Result<TileSet, LogError> {
         let db = self.db()?;
-        // Merge the needed ranges per level so each level is one or a few reads.
-        let mut per_level: BTreeMap<u8, Vec<(u64, u64)>> = BTreeMap::new();
-        for (level, from, to) in TileSet::needs(nodes) {
-            per_level.entry(level).or_default().push((from, to));
-        }
         let mut set = TileSet::default();
-        for (level, mut ranges) in per_level {
-            ranges.sort_unstable();
-            let mut merged: Vec<(u64, u64)> = Vec::new();
-            for (f, t) in ranges {
-                match merged.last_mut() {
-                    Some(last) if f <= last.1 + 256 => last.1 = last.1.max(t),
-                    _ => merged.push((f, t)),
-                }
+        // (level, tile, what is already known of it), and the ranges to read.
+        let mut partial: Vec<(u8, u64, StoredTile)> = Vec::new();
+        let mut reads = Vec::new();
+        for ((level, tile), width) in TileSet::tiles_needed(nodes) {
+            let known = if cached {
+                self.tiles.get(level, tile)
+            } else {
+                None
+            };
+            let known = known.unwrap_or_default();
+            let first = tile * TILE_WIDTH;
+            if known.len() as u64 >= width {
+                set.insert_tile(level, tile, known);
+            } else {
+                reads.push((level, first + known.len() as u64, first + TILE_WIDTH));
+                partial.push((level, tile, known));
             }
-            for (f, t) in merged {
-                for (i, h) in db.level_hashes(level, f, t).await? {
-                    set.insert(level, i, h);
-                }
+        }
+        if reads.is_empty() {
+            return Ok(set);
+        }
+        let mut runs: HashMap<(u8, u64), Vec<Hash>> = db
+            .load_ranges(&reads)
+            .await?
+            .into_iter()
+            .map(|(level, first, hashes)| ((level, first), hashes))
+            .collect();
+        for ((level, tile, known), (_, from, _)) in partial.into_iter().zip(reads) {
+            // What was known, and what follows it without a gap.
+            let more = runs.remove(&(level, from)).unwrap_or_default();
+            let mut hashes = Vec::with_capacity(known.len() + more.len());
+            hashes.extend_from_slice(&known);
+            hashes.extend(more);
+            let hashes = Arc::new(hashes);
+            if cached && hashes.len() > known.len() {
+                self.tiles.keep(level, tile, hashes.clone());
             }
+            set.insert_tile(level, tile, hashes);
         }
         Ok(set)
     }
 
-    /// The root of the stored tree at `size`.
+    /// The root of the stored tree at `size`, from the store itself (never
+    /// from memory: this is what checkpoints sign and `verify` compares).
     pub async fn root_at(&self, size: u64) -> Result<Hash, LogError> {
         let nodes = merkle::perfect_nodes(0, size);
-        let set = self.tiles_for(&nodes).await?;
+        let set = self.tiles_for(&nodes, false).await?;
         merkle::root(&set, size).map_err(|e| LogError::Incomplete(e.to_string()))
     }
 
-    /// The inclusion proof of leaf `index` in the tree of `size`.
-    pub async fn inclusion(&self, index: u64, size: u64) -> Result<Vec<Hash>, LogError> {
-        let nodes = nodes_of(&merkle::inclusion_ranges(index, size));
-        let set = self.tiles_for(&nodes).await?;
-        merkle::inclusion_proof(&set, index, size).map_err(|e| LogError::Incomplete(e.to_string()))
+    /// The record hash of leaf `index` and its inclusion proof in the tree of `size`.
+    pub async fn inclusion(&self, index: u64, size: u64) -> Result<(Hash, Vec<Hash>), LogError> {
+        let mut nodes = nodes_of(&merkle::inclusion_ranges(index, size));
+        nodes.push(Node { height: 0, index });
+        let set = self.tiles_for(&nodes, true).await?;
+        let record = set
+            .record(index)
+            .ok_or_else(|| LogError::Incomplete(format!("entry {index}")))?;
+        let proof = merkle::inclusion_proof(&set, index, size)
+            .map_err(|e| LogError::Incomplete(e.to_string()))?;
+        Ok((record, proof))
     }
 
     /// The consistency proof between sizes `from` and `to`.
     pub async fn consistency(&self, from: u64, to: u64) -> Result<Vec<Hash>, LogError> {
         let nodes = nodes_of(&merkle::consistency_ranges(from, to));
-        let set = self.tiles_for(&nodes).await?;
+        let set = self.tiles_for(&nodes, true).await?;
         merkle::consistency_proof(&set, from, to).map_err(|e| LogError::Incomplete(e.to_string()))
+    }
+}
+
+/// Tiles read for proofs, kept in memory: stored tree hashes are never
+/// rewritten, and the tiles near the root and at the right edge are in nearly
+/// every proof. A tile that grew is read from where it was left.
+#[derive(Default)]
+struct TileCache {
+    tiles: Mutex<HashMap<(u8, u64), StoredTile>>,
+    /// The largest tree size the checkpointer saw.
+    seen_size: AtomicU64,
+}
+
+/// How many tiles the cache keeps (at most 8 KiB each).
+const CACHED_TILES: usize = 1024;
+
+impl TileCache {
+    fn get(&self, level: u8, tile: u64) -> Option<StoredTile> {
+        self.tiles.lock().ok()?.get(&(level, tile)).cloned()
+    }
+
+    fn keep(&self, level: u8, tile: u64, hashes: StoredTile) {
+        if let Ok(mut map) = self.tiles.lock() {
+            if map.len() >= CACHED_TILES && !map.contains_key(&(level, tile)) {
+                // Make room: a level-0 tile first (one per leaf region, rarely shared).
+                let victim = map
+                    .keys()
+                    .find(|(l, _)| *l == 0)
+                    .or_else(|| map.keys().next())
+                    .copied();
+                if let Some(v) = victim {
+                    map.remove(&v);
+                }
+            }
+            let longer = map
+                .get(&(level, tile))
+                .is_none_or(|k| k.len() < hashes.len());
+            if longer {
+                map.insert((level, tile), hashes);
+            }
+        }
+    }
+
+    /// Forgets every tile when the stored tree has shrunk (a store restored
+    /// under a running collector): what was read may no longer be stored.
+    fn saw_size(&self, size: u64) {
+        if self.seen_size.fetch_max(size, Ordering::Relaxed) > size {
+            if let Ok(mut map) = self.tiles.lock() {
+                map.clear();
+            }
+            self.seen_size.store(size, Ordering::Relaxed);
+        }
     }
 }
 

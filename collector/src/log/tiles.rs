@@ -9,7 +9,8 @@
 //! below it are complete. So nothing is ever rewritten, partial tiles included.
 
 use super::merkle::{fold_range, leaf_hash, perfect_root, Hash, Node, NodeSource};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 /// Hashes per full tile.
 pub const TILE_WIDTH: u64 = 256;
@@ -141,17 +142,50 @@ pub fn tile_exists(size: u64, tile: &TileRef) -> bool {
     level_count(size, tile.level()) >= tile.hash_range().1
 }
 
-/// Stored hashes by tile level and index, fetched ahead; answers perfect
-/// subtree hashes from them (a node of height `8L + r` hashes `2^r`
-/// consecutive level-`L` hashes).
+/// One tile's hashes as stored, from the tile's first on (record hashes at
+/// level 0); a tile read once stays true, as stored hashes are never rewritten.
+pub type StoredTile = Arc<Vec<Hash>>;
+
+/// Stored hashes by tile level and index, fetched ahead (hash by hash, or
+/// tiles at a time); answers perfect subtree hashes from them (a node of
+/// height `8L + r` hashes `2^r` consecutive level-`L` hashes).
 #[derive(Debug, Default, Clone)]
 pub struct TileSet {
+    /// Tree hashes (leaf hashes at level 0) by level and index.
     hashes: HashMap<(u8, u64), Hash>,
+    /// Tiles by level and tile index: the hashes stored from the tile's first
+    /// on (record hashes at level 0, their leaf hashes made when asked).
+    tiles: HashMap<(u8, u64), StoredTile>,
 }
 
 impl TileSet {
     pub fn insert(&mut self, level: u8, index: u64, hash: Hash) {
         self.hashes.insert((level, index), hash);
+    }
+
+    /// Adds tile `tile` of `level`: its stored hashes from its first on
+    /// (record hashes at level 0).
+    pub fn insert_tile(&mut self, level: u8, tile: u64, stored: StoredTile) {
+        self.tiles.insert((level, tile), stored);
+    }
+
+    fn stored(&self, level: u8, index: u64) -> Option<&Hash> {
+        self.tiles
+            .get(&(level, index / TILE_WIDTH))
+            .and_then(|t| t.get((index % TILE_WIDTH) as usize))
+    }
+
+    fn get(&self, level: u8, index: u64) -> Option<Hash> {
+        match self.stored(level, index) {
+            Some(h) if level == 0 => Some(leaf_hash(h)),
+            Some(h) => Some(*h),
+            None => self.hashes.get(&(level, index)).copied(),
+        }
+    }
+
+    /// The record hash of leaf `index`, from a loaded level-0 tile.
+    pub fn record(&self, index: u64) -> Option<Hash> {
+        self.stored(0, index).copied()
     }
 
     /// The level-`L` hash ranges a set of nodes needs: `(level, from, to)`.
@@ -164,6 +198,20 @@ impl TileSet {
                 (level, n.index << r, (n.index + 1) << r)
             })
             .collect()
+    }
+
+    /// The tiles `(level, tile index)` holding what a set of nodes needs, each
+    /// with how many of its hashes, from its first, are needed.
+    pub fn tiles_needed(nodes: &[Node]) -> BTreeMap<(u8, u64), u64> {
+        let mut out: BTreeMap<(u8, u64), u64> = BTreeMap::new();
+        for (level, from, to) in Self::needs(nodes) {
+            for tile in from / TILE_WIDTH..=(to - 1) / TILE_WIDTH {
+                let width = (to - tile * TILE_WIDTH).min(TILE_WIDTH);
+                let w = out.entry((level, tile)).or_default();
+                *w = (*w).max(width);
+            }
+        }
+        out
     }
 }
 
@@ -179,12 +227,7 @@ impl NodeSource for TileSet {
         let r = node.height % TILE_HEIGHT;
         let from = node.index << r;
         let row = (from..from + (1u64 << r))
-            .map(|i| {
-                self.hashes
-                    .get(&(level, i))
-                    .copied()
-                    .ok_or(NotLoaded(level, i))
-            })
+            .map(|i| self.get(level, i).ok_or(NotLoaded(level, i)))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(perfect_root(&row))
     }
@@ -384,5 +427,38 @@ mod tests {
         }
         let needs = TileSet::needs(&perfect_nodes(0, 70_000));
         assert!(needs.iter().all(|(l, _, _)| *l <= 2));
+
+        // The same hashes given a tile at a time (level 0: the record hashes)
+        // answer the same proofs, and the record hashes.
+        let mut whole = TileSet::default();
+        let wanted = TileSet::tiles_needed(&perfect_nodes(0, n));
+        assert_eq!(wanted.get(&(2, 0)), Some(&1));
+        assert_eq!(wanted.get(&(1, 1)), Some(&17));
+        assert_eq!(wanted.get(&(0, 273)), Some(&112));
+        for level in 0..=2u8 {
+            for tile in 0..=level_count(n, level) / TILE_WIDTH {
+                let from = tile * TILE_WIDTH;
+                let hashes: Vec<Hash> = (from..from + TILE_WIDTH)
+                    .map_while(|i| match level {
+                        0 => (i < n).then(|| super::super::merkle::sha256(&i.to_be_bytes())),
+                        _ => stored.get(&(level, i)).copied(),
+                    })
+                    .collect();
+                whole.insert_tile(level, tile, Arc::new(hashes));
+            }
+        }
+        assert_eq!(
+            whole.record(69_999),
+            Some(super::super::merkle::sha256(&69_999u64.to_be_bytes()))
+        );
+        for size in [1u64, 256, 257, 65_537, 70_000] {
+            assert_eq!(root(&whole, size).unwrap(), root(&reference, size).unwrap());
+            for m in [0, size / 3, size - 1] {
+                assert_eq!(
+                    inclusion_proof(&whole, m, size).unwrap(),
+                    inclusion_proof(&reference, m, size).unwrap()
+                );
+            }
+        }
     }
 }
