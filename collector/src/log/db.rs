@@ -165,6 +165,27 @@ pub enum LogDb {
     Postgres(PgPool),
 }
 
+/// Runs `$body` with `$p` bound to the pool of either backend: the SQL is
+/// written once (`$N` placeholders, which sqlx binds on SQLite and PostgreSQL
+/// alike) and type-checked for each backend.
+macro_rules! on_pool {
+    ($db:expr, |$p:ident| $body:expr) => {
+        match $db {
+            LogDb::Sqlite($p) => $body,
+            LogDb::Postgres($p) => $body,
+        }
+    };
+}
+
+const CHECKPOINT_SELECT: &str = "SELECT size, root, note, created_us FROM log_checkpoints";
+
+/// `(index, hash)` rows as stored.
+fn indexed(rows: Vec<(i64, Vec<u8>)>) -> Result<Vec<(u64, Hash)>, StoreError> {
+    rows.into_iter()
+        .map(|(i, h)| Ok((i as u64, to_hash(h)?)))
+        .collect()
+}
+
 impl LogDb {
     pub fn from_raw(raw: RawPool<'_>) -> Self {
         match raw {
@@ -175,48 +196,25 @@ impl LogDb {
 
     /// How many leaves the stored tree has.
     pub async fn tree_size(&self) -> Result<u64, StoreError> {
-        let n: i64 = match self {
-            Self::Sqlite(p) => {
-                sqlx::query_scalar("SELECT COALESCE(MAX(idx) + 1, 0) FROM log_entries")
-                    .fetch_one(p)
-                    .await?
-            }
-            Self::Postgres(p) => {
-                sqlx::query_scalar("SELECT COALESCE(max(idx) + 1, 0) FROM log_entries")
-                    .fetch_one(p)
-                    .await?
-            }
-        };
+        let n: i64 = on_pool!(self, |p| {
+            sqlx::query_scalar("SELECT COALESCE(MAX(idx) + 1, 0) FROM log_entries")
+                .fetch_one(p)
+                .await?
+        });
         Ok(n as u64)
     }
 
     /// Record hashes of leaves `[from, to)` that are stored, by index.
     pub async fn entries(&self, from: u64, to: u64) -> Result<Vec<(u64, Hash)>, StoreError> {
-        let rows = match self {
-            Self::Sqlite(p) => {
-                sqlx::query("SELECT idx, record_hash AS h FROM log_entries WHERE idx >= ? AND idx < ? ORDER BY idx")
-                    .bind(from as i64)
-                    .bind(to as i64)
-                    .fetch_all(p)
-                    .await?
-                    .into_iter()
-                    .map(|r| Ok((r.try_get::<i64, _>("idx")?, r.try_get::<Vec<u8>, _>("h")?)))
-                    .collect::<Result<Vec<_>, sqlx::Error>>()?
-            }
-            Self::Postgres(p) => {
-                sqlx::query("SELECT idx, record_hash AS h FROM log_entries WHERE idx >= $1 AND idx < $2 ORDER BY idx")
-                    .bind(from as i64)
-                    .bind(to as i64)
-                    .fetch_all(p)
-                    .await?
-                    .into_iter()
-                    .map(|r| Ok((r.try_get::<i64, _>("idx")?, r.try_get::<Vec<u8>, _>("h")?)))
-                    .collect::<Result<Vec<_>, sqlx::Error>>()?
-            }
-        };
-        rows.into_iter()
-            .map(|(i, h)| Ok((i as u64, to_hash(h)?)))
-            .collect()
+        indexed(on_pool!(self, |p| {
+            sqlx::query_as(
+                "SELECT idx, record_hash FROM log_entries WHERE idx >= $1 AND idx < $2 ORDER BY idx",
+            )
+            .bind(from as i64)
+            .bind(to as i64)
+            .fetch_all(p)
+            .await?
+        }))
     }
 
     /// Tile-level hashes `[from, to)` at `level` (level 0: leaf hashes), by index.
@@ -234,42 +232,22 @@ impl LogDb {
                 .map(|(i, h)| (i, leaf_hash(&h)))
                 .collect());
         }
-        let rows = match self {
-            Self::Sqlite(p) => {
-                sqlx::query("SELECT idx, hash FROM log_nodes WHERE level = ? AND idx >= ? AND idx < ? ORDER BY idx")
-                    .bind(i64::from(level))
-                    .bind(from as i64)
-                    .bind(to as i64)
-                    .fetch_all(p)
-                    .await?
-                    .into_iter()
-                    .map(|r| Ok((r.try_get::<i64, _>("idx")?, r.try_get::<Vec<u8>, _>("hash")?)))
-                    .collect::<Result<Vec<_>, sqlx::Error>>()?
-            }
-            Self::Postgres(p) => {
-                sqlx::query("SELECT idx, hash FROM log_nodes WHERE level = $1 AND idx >= $2 AND idx < $3 ORDER BY idx")
-                    .bind(i32::from(level))
-                    .bind(from as i64)
-                    .bind(to as i64)
-                    .fetch_all(p)
-                    .await?
-                    .into_iter()
-                    .map(|r| Ok((r.try_get::<i64, _>("idx")?, r.try_get::<Vec<u8>, _>("hash")?)))
-                    .collect::<Result<Vec<_>, sqlx::Error>>()?
-            }
-        };
-        rows.into_iter()
-            .map(|(i, h)| Ok((i as u64, to_hash(h)?)))
-            .collect()
+        indexed(on_pool!(self, |p| {
+            sqlx::query_as(
+                "SELECT idx, hash FROM log_nodes WHERE level = $1 AND idx >= $2 AND idx < $3 ORDER BY idx",
+            )
+            .bind(i32::from(level))
+            .bind(from as i64)
+            .bind(to as i64)
+            .fetch_all(p)
+            .await?
+        }))
     }
 
     /// The stored hashes of `(level, from, to)` ranges, in one statement:
     /// a [`Run`] per range, level 0 giving record hashes (not leaf hashes).
     pub async fn load_ranges(&self, ranges: &[(u8, u64, u64)]) -> Result<Vec<Run>, StoreError> {
-        match self {
-            Self::Sqlite(p) => ranges_query!(p, ranges),
-            Self::Postgres(p) => ranges_query!(p, ranges),
-        }
+        on_pool!(self, |p| ranges_query!(p, ranges))
     }
 
     /// The newest checkpoint, if any.
@@ -289,163 +267,88 @@ impl LogDb {
         &self,
         size: Option<u64>,
     ) -> Result<Option<StoredCheckpoint>, StoreError> {
-        let size = size.map(|s| s as i64);
-        let row = match self {
-            Self::Sqlite(p) => {
-                sqlx::query("SELECT size, root, note, created_us FROM log_checkpoints WHERE ? IS NULL OR size = ? ORDER BY size DESC LIMIT 1")
-                    .bind(size)
-                    .bind(size)
-                    .fetch_optional(p)
-                    .await?
-                    .map(|r| checkpoint_row(&r))
-            }
-            Self::Postgres(p) => {
-                sqlx::query("SELECT size, root, note, created_us FROM log_checkpoints WHERE $1::bigint IS NULL OR size = $1 ORDER BY size DESC LIMIT 1")
-                    .bind(size)
-                    .fetch_optional(p)
-                    .await?
-                    .map(|r| checkpoint_row(&r))
-            }
+        let sql = match size {
+            None => format!("{CHECKPOINT_SELECT} ORDER BY size DESC LIMIT 1"),
+            Some(_) => format!("{CHECKPOINT_SELECT} WHERE size = $1"),
         };
-        row.transpose()
+        let row: Option<(i64, Vec<u8>, String, i64)> = on_pool!(self, |p| {
+            let mut q = sqlx::query_as(&sql);
+            if let Some(s) = size {
+                q = q.bind(s as i64);
+            }
+            q.fetch_optional(p).await?
+        });
+        row.map(|(size, root, note, created_us)| {
+            Ok(StoredCheckpoint {
+                size: size as u64,
+                root: to_hash(root)?,
+                note,
+                created_us,
+            })
+        })
+        .transpose()
     }
 
     /// The sizes of every kept checkpoint, ascending.
     pub async fn checkpoint_sizes(&self) -> Result<Vec<u64>, StoreError> {
-        let sizes: Vec<i64> = match self {
-            Self::Sqlite(p) => {
-                sqlx::query_scalar("SELECT size FROM log_checkpoints ORDER BY size")
-                    .fetch_all(p)
-                    .await?
-            }
-            Self::Postgres(p) => {
-                sqlx::query_scalar("SELECT size FROM log_checkpoints ORDER BY size")
-                    .fetch_all(p)
-                    .await?
-            }
-        };
+        let sizes: Vec<i64> = on_pool!(self, |p| {
+            sqlx::query_scalar("SELECT size FROM log_checkpoints ORDER BY size")
+                .fetch_all(p)
+                .await?
+        });
         Ok(sizes.into_iter().map(|s| s as u64).collect())
     }
 
     /// Keeps a signed checkpoint (a replica that signed the same size first wins).
     pub async fn insert_checkpoint(&self, cp: &StoredCheckpoint) -> Result<(), StoreError> {
-        let (size, root) = (cp.size as i64, cp.root.as_slice());
-        match self {
-            Self::Sqlite(p) => {
-                sqlx::query("INSERT INTO log_checkpoints (size, root, note, created_us) VALUES (?, ?, ?, ?) ON CONFLICT (size) DO NOTHING")
-                    .bind(size)
-                    .bind(root)
-                    .bind(&cp.note)
-                    .bind(cp.created_us)
-                    .execute(p)
-                    .await?;
-            }
-            Self::Postgres(p) => {
-                sqlx::query("INSERT INTO log_checkpoints (size, root, note, created_us) VALUES ($1, $2, $3, $4) ON CONFLICT (size) DO NOTHING")
-                    .bind(size)
-                    .bind(root)
-                    .bind(&cp.note)
-                    .bind(cp.created_us)
-                    .execute(p)
-                    .await?;
-            }
-        }
+        on_pool!(self, |p| {
+            sqlx::query(
+                "INSERT INTO log_checkpoints (size, root, note, created_us) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (size) DO NOTHING",
+            )
+            .bind(cp.size as i64)
+            .bind(cp.root.as_slice())
+            .bind(&cp.note)
+            .bind(cp.created_us)
+            .execute(p)
+            .await?;
+        });
         Ok(())
     }
 
     /// The signer key kept in the store under `name`, if any (its text).
     pub async fn stored_key(&self, name: &str) -> Result<Option<String>, StoreError> {
-        Ok(match self {
-            Self::Sqlite(p) => {
-                sqlx::query_scalar("SELECT signer FROM log_signing_keys WHERE name = ?")
-                    .bind(name)
-                    .fetch_optional(p)
-                    .await?
-            }
-            Self::Postgres(p) => {
-                sqlx::query_scalar("SELECT signer FROM log_signing_keys WHERE name = $1")
-                    .bind(name)
-                    .fetch_optional(p)
-                    .await?
-            }
-        })
+        Ok(on_pool!(self, |p| {
+            sqlx::query_scalar("SELECT signer FROM log_signing_keys WHERE name = $1")
+                .bind(name)
+                .fetch_optional(p)
+                .await?
+        }))
     }
 
     /// Keeps a generated signer key unless one is already kept under its name.
     pub async fn keep_key(&self, name: &str, signer: &str, now: &str) -> Result<(), StoreError> {
-        match self {
-            Self::Sqlite(p) => {
-                sqlx::query("INSERT INTO log_signing_keys (name, signer, created_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING")
-                    .bind(name)
-                    .bind(signer)
-                    .bind(now)
-                    .execute(p)
-                    .await?;
-            }
-            Self::Postgres(p) => {
-                sqlx::query("INSERT INTO log_signing_keys (name, signer, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING")
-                    .bind(name)
-                    .bind(signer)
-                    .bind(now)
-                    .execute(p)
-                    .await?;
-            }
-        }
+        on_pool!(self, |p| {
+            sqlx::query(
+                "INSERT INTO log_signing_keys (name, signer, created_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(name)
+            .bind(signer)
+            .bind(now)
+            .execute(p)
+            .await?;
+        });
         Ok(())
     }
 
     /// The `seq` of an event id (kept after retention, in `event_ids`).
     pub async fn seq_of_id(&self, id: &str) -> Result<Option<i64>, StoreError> {
-        Ok(match self {
-            Self::Sqlite(p) => {
-                sqlx::query_scalar("SELECT seq FROM event_ids WHERE id = ?")
-                    .bind(id)
-                    .fetch_optional(p)
-                    .await?
-            }
-            Self::Postgres(p) => {
-                sqlx::query_scalar("SELECT seq FROM event_ids WHERE id = $1")
-                    .bind(id)
-                    .fetch_optional(p)
-                    .await?
-            }
-        })
-    }
-}
-
-fn checkpoint_row<R: CheckpointRow>(r: &R) -> Result<StoredCheckpoint, StoreError> {
-    let (size, root, note, created_us) = r.fields()?;
-    Ok(StoredCheckpoint {
-        size: size as u64,
-        root: to_hash(root)?,
-        note,
-        created_us,
-    })
-}
-
-/// The columns of a `log_checkpoints` row, on either backend.
-trait CheckpointRow {
-    fn fields(&self) -> Result<(i64, Vec<u8>, String, i64), sqlx::Error>;
-}
-
-impl CheckpointRow for sqlx::sqlite::SqliteRow {
-    fn fields(&self) -> Result<(i64, Vec<u8>, String, i64), sqlx::Error> {
-        Ok((
-            self.try_get("size")?,
-            self.try_get("root")?,
-            self.try_get("note")?,
-            self.try_get("created_us")?,
-        ))
-    }
-}
-
-impl CheckpointRow for sqlx::postgres::PgRow {
-    fn fields(&self) -> Result<(i64, Vec<u8>, String, i64), sqlx::Error> {
-        Ok((
-            self.try_get("size")?,
-            self.try_get("root")?,
-            self.try_get("note")?,
-            self.try_get("created_us")?,
-        ))
+        Ok(on_pool!(self, |p| {
+            sqlx::query_scalar("SELECT seq FROM event_ids WHERE id = $1")
+                .bind(id)
+                .fetch_optional(p)
+                .await?
+        }))
     }
 }

@@ -46,6 +46,21 @@ trait TreeTx: Send {
     ) -> Result<(), StoreError>;
 }
 
+/// Canonical JSON of events `from < seq ≤ to`, by seq, on either backend's
+/// connection (one SQL text: sqlx binds `$N` on SQLite and PostgreSQL alike).
+macro_rules! events_between {
+    ($conn:expr, $from:expr, $to:expr) => {
+        sqlx::query_as::<_, (i64, String)>(
+            "SELECT seq, canonical FROM events WHERE seq > $1 AND seq <= $2 ORDER BY seq",
+        )
+        .bind($from as i64)
+        .bind($to as i64)
+        .fetch_all($conn)
+        .await
+        .map_err(StoreError::from)
+    };
+}
+
 /// Frontiers by database identity, with the tail (size, last record hash) they end at.
 type FrontierCache = Mutex<HashMap<String, (u64, Option<Hash>, Frontier)>>;
 
@@ -165,17 +180,7 @@ impl TreeTx for SqliteTx<'_> {
     }
 
     async fn events(&mut self, from: u64, to: u64) -> Result<Vec<(i64, String)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT seq, canonical FROM events WHERE seq > ? AND seq <= ? ORDER BY seq",
-        )
-        .bind(from as i64)
-        .bind(to as i64)
-        .fetch_all(&mut *self.0)
-        .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("seq")?, r.try_get("canonical")?)))
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(StoreError::from)
+        events_between!(&mut *self.0, from, to)
     }
 
     async fn load(&mut self, ranges: &[(u8, u64, u64)]) -> Result<Vec<Run>, StoreError> {
@@ -239,17 +244,7 @@ impl TreeTx for PgTx<'_> {
     }
 
     async fn events(&mut self, from: u64, to: u64) -> Result<Vec<(i64, String)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT seq, canonical FROM events WHERE seq > $1 AND seq <= $2 ORDER BY seq",
-        )
-        .bind(from as i64)
-        .bind(to as i64)
-        .fetch_all(&mut *self.0)
-        .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("seq")?, r.try_get("canonical")?)))
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(StoreError::from)
+        events_between!(&mut *self.0, from, to)
     }
 
     async fn load(&mut self, ranges: &[(u8, u64, u64)]) -> Result<Vec<Run>, StoreError> {
