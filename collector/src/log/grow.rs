@@ -102,39 +102,45 @@ async fn grow<T: TreeTx>(tx: &mut T, rows: &[NewRow<'_>]) -> Result<(), StoreErr
 
     // An in-memory SQLite database has no file name to tell it apart: no cache.
     let cacheable = !db.ends_with(':');
-    let cached = match cache().lock() {
-        Ok(_) if !cacheable => None,
-        Ok(c) => c
-            .get(&db)
-            .filter(|(s, l, _)| *s == size && *l == last)
-            .map(|(_, _, f)| f.clone()),
-        Err(_) => None,
-    };
-    let mut frontier = match cached {
-        Some(f) => f,
-        None => {
-            let ranges = frontier_ranges(size);
-            let mut loaded = HashMap::new();
-            for (level, first, hashes) in tx.load(&ranges).await? {
-                for (idx, h) in (first..).zip(hashes) {
-                    loaded.insert((level, idx), if level == 0 { leaf_hash(&h) } else { h });
-                }
-            }
-            Frontier::load(size, &loaded).map_err(|e| StoreError::Refused(e.to_string()))?
-        }
-    };
+    let mut frontier = load_frontier(tx, cacheable.then_some(db.as_str()), size, last).await?;
     let mut nodes: Vec<NewNode> = Vec::new();
     for h in &hashes {
         frontier.push(h, &mut nodes);
     }
     tx.insert(size, &hashes, &nodes).await?;
-    let tail = (frontier.size(), hashes.last().copied());
     if cacheable {
         if let Ok(mut c) = cache().lock() {
-            c.insert(db, (tail.0, tail.1, frontier));
+            c.insert(db, (frontier.size(), hashes.last().copied(), frontier));
         }
     }
     Ok(())
+}
+
+/// The right edge of the stored tree of `size` leaves ending in record hash
+/// `last`: the one kept in memory for database `db` when it ends there, else
+/// loaded from the stored partial tiles.
+async fn load_frontier<T: TreeTx>(
+    tx: &mut T,
+    db: Option<&str>,
+    size: u64,
+    last: Option<Hash>,
+) -> Result<Frontier, StoreError> {
+    let kept = db.and_then(|db| {
+        let c = cache().lock().ok()?;
+        c.get(db)
+            .filter(|(s, l, _)| *s == size && *l == last)
+            .map(|(_, _, f)| f.clone())
+    });
+    if let Some(f) = kept {
+        return Ok(f);
+    }
+    let mut loaded = HashMap::new();
+    for (level, first, hashes) in tx.load(&frontier_ranges(size)).await? {
+        for (idx, h) in (first..).zip(hashes) {
+            loaded.insert((level, idx), if level == 0 { leaf_hash(&h) } else { h });
+        }
+    }
+    Frontier::load(size, &loaded).map_err(|e| StoreError::Refused(e.to_string()))
 }
 
 /// Grows the tree by a group's new rows, inside the writer's SQLite transaction.
