@@ -13,7 +13,7 @@ use crate::metrics::Metrics;
 use crate::store::{format_time, DynStore, StoreError};
 use prometheus::{Gauge, IntGauge};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::OnceCell;
 
@@ -67,6 +67,8 @@ pub struct LogService {
     db: Option<LogDb>,
     signer: OnceCell<SignerKey>,
     metrics: Option<LogMetrics>,
+    /// When the newest checkpoint known here was signed (µs; 0: none yet).
+    newest_signed_us: AtomicI64,
     tiles: TileCache,
 }
 
@@ -89,6 +91,7 @@ impl LogService {
             db: store.raw_pool().map(LogDb::from_raw),
             signer: OnceCell::new(),
             metrics,
+            newest_signed_us: AtomicI64::new(0),
             tiles: TileCache::default(),
         }
     }
@@ -184,11 +187,23 @@ impl LogService {
             m.tree_size.set(size as i64);
             if let Some(cp) = made.as_ref().or(latest.as_ref()) {
                 m.checkpoint_size.set(cp.size as i64);
-                m.checkpoint_age_seconds
-                    .set((now_us() - cp.created_us).max(0) as f64 / 1e6);
+                self.newest_signed_us
+                    .store(cp.created_us, Ordering::Relaxed);
+                self.age_metric();
             }
         }
         Ok(made)
+    }
+
+    /// Sets `audit_log_checkpoint_age_seconds` from the newest checkpoint
+    /// known here; the checkpointer also calls it when it fails, so the age
+    /// keeps growing (and its alert fires) while no checkpoint can be made.
+    fn age_metric(&self) {
+        let newest = self.newest_signed_us.load(Ordering::Relaxed);
+        if let (Some(m), true) = (&self.metrics, newest > 0) {
+            m.checkpoint_age_seconds
+                .set((now_us() - newest).max(0) as f64 / 1e6);
+        }
     }
 
     /// Loads the tiles the nodes need. With `cached`, tiles read before are
@@ -348,6 +363,7 @@ async fn checkpointer(service: std::sync::Weak<LogService>) {
             }
             Ok(None) => failing = false,
             Err(e) => {
+                service.age_metric();
                 // Once per failure streak, not every tick.
                 if !failing {
                     tracing::warn!(error = %e, "could not make a checkpoint; retrying every interval");
