@@ -54,13 +54,15 @@ fn text(body: String, cache: &'static str) -> Response {
 const MUTABLE: &str = "no-cache, max-age=1";
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
-async fn newest(log: &LogService) -> Result<StoredCheckpoint, ApiError> {
-    let db = log.db().map_err(unavailable)?;
-    match db
-        .latest_checkpoint()
-        .await
-        .map_err(|e| unavailable(e.into()))?
-    {
+/// The newest checkpoint (as this replica knows it, at most two checkpoint
+/// intervals old; `from_store`: read now, for a size beyond the one known).
+async fn newest(log: &LogService, from_store: bool) -> Result<StoredCheckpoint, ApiError> {
+    let latest = if from_store {
+        log.latest_from_store().await
+    } else {
+        log.latest_checkpoint().await
+    };
+    match latest.map_err(unavailable)? {
         Some(cp) => Ok(cp),
         // The checkpointer makes one at start-up; until then there is none.
         None => Err(ApiError::new(
@@ -73,7 +75,7 @@ async fn newest(log: &LogService) -> Result<StoredCheckpoint, ApiError> {
 
 /// `GET /checkpoint`: the newest signed checkpoint.
 async fn latest_checkpoint(State(app): State<AppState>) -> Result<Response, ApiError> {
-    Ok(text(newest(&app.log).await?.note, MUTABLE))
+    Ok(text(newest(&app.log, false).await?.note, MUTABLE))
 }
 
 /// `GET /v1/log/checkpoint[?size=N]`.
@@ -140,11 +142,12 @@ async fn inclusion(
     if seq == 0 {
         return Err(bad("query parameter seq: sequence numbers start at 1"));
     }
-    let latest = newest(log).await?;
-    let size = match params.get("size") {
-        Some(s) => number("size", s)?,
-        None => latest.size,
-    };
+    let wanted = params.get("size").map(|s| number("size", s)).transpose()?;
+    let mut latest = newest(log, false).await?;
+    if wanted.unwrap_or(seq) > latest.size {
+        latest = newest(log, true).await?; // another replica may have signed it
+    }
+    let size = wanted.unwrap_or(latest.size);
     if size > latest.size {
         return Err(bad(format!(
             "query parameter size: {size} is beyond the newest checkpoint ({})",
@@ -187,7 +190,10 @@ async fn consistency(
     if from == 0 || from > to {
         return Err(bad(format!("need 0 < from ≤ to, got from={from} to={to}")));
     }
-    let latest = newest(&app.log).await?;
+    let mut latest = newest(&app.log, false).await?;
+    if to > latest.size {
+        latest = newest(&app.log, true).await?; // another replica may have signed it
+    }
     if to > latest.size {
         return Err(bad(format!(
             "query parameter to: {to} is beyond the newest checkpoint ({})",

@@ -15,6 +15,7 @@ use prometheus::{Gauge, IntGauge};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 use tokio::sync::OnceCell;
 
 /// Why the log could not answer.
@@ -69,6 +70,8 @@ pub struct LogService {
     metrics: Option<LogMetrics>,
     /// When the newest checkpoint known here was signed (µs; 0: none yet).
     newest_signed_us: AtomicI64,
+    /// The newest checkpoint as last read or signed here, and when that was.
+    latest: Mutex<Option<(Instant, StoredCheckpoint)>>,
     tiles: TileCache,
 }
 
@@ -92,6 +95,7 @@ impl LogService {
             signer: OnceCell::new(),
             metrics,
             newest_signed_us: AtomicI64::new(0),
+            latest: Mutex::new(None),
             tiles: TileCache::default(),
         }
     }
@@ -152,6 +156,38 @@ impl LogService {
         Ok(self.signer().await?.verifier())
     }
 
+    /// The newest checkpoint, as this replica last read or signed it: the
+    /// checkpointer refreshes it every interval (and sets it when it signs),
+    /// so with other replicas signing it may be up to two intervals old; read
+    /// from the store when it is older than that (no checkpointer running).
+    pub async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, LogError> {
+        let fresh_for = self.settings.checkpoint_interval * 2;
+        if let Ok(l) = self.latest.lock() {
+            if let Some((_, cp)) = l.as_ref().filter(|(at, _)| at.elapsed() < fresh_for) {
+                return Ok(Some(cp.clone()));
+            }
+        }
+        self.latest_from_store().await
+    }
+
+    /// The newest checkpoint read from the store now (and remembered).
+    pub async fn latest_from_store(&self) -> Result<Option<StoredCheckpoint>, LogError> {
+        let cp = self.db()?.latest_checkpoint().await?;
+        if let Some(cp) = &cp {
+            self.remember(cp);
+        }
+        Ok(cp)
+    }
+
+    /// Remembers `cp` as the newest checkpoint unless a larger one is known.
+    fn remember(&self, cp: &StoredCheckpoint) {
+        if let Ok(mut l) = self.latest.lock() {
+            if l.as_ref().is_none_or(|(_, known)| known.size <= cp.size) {
+                *l = Some((Instant::now(), cp.clone()));
+            }
+        }
+    }
+
     /// Signs a checkpoint of the current tree if it grew and the interval
     /// since the newest checkpoint (by any replica) has passed; updates the metrics.
     pub async fn checkpoint_now(&self) -> Result<Option<StoredCheckpoint>, LogError> {
@@ -182,6 +218,9 @@ impl LogService {
             };
             db.insert_checkpoint(&stored).await?;
             made = Some(stored);
+        }
+        if let Some(cp) = made.as_ref().or(latest.as_ref()) {
+            self.remember(cp);
         }
         if let Some(m) = &self.metrics {
             m.tree_size.set(size as i64);
