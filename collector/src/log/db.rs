@@ -352,3 +352,41 @@ impl LogDb {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_is_whole_or_refused() {
+        let hs: Vec<u8> = (0..3u8).flat_map(|i| [i; 32]).collect();
+        assert_eq!(
+            run_of(Some(1), Some(256), Some(258), 3, Some(hs.clone())).unwrap(),
+            Some((1, 256, vec![[0; 32], [1; 32], [2; 32]]))
+        );
+        // An empty range (aggregates over no rows are NULL).
+        assert_eq!(run_of(Some(0), None, None, 0, None).unwrap(), None);
+        // A hole (3 rows from 256 to 259), or bytes that are not 32 per row: refused.
+        assert!(run_of(Some(1), Some(256), Some(259), 3, Some(hs.clone())).is_err());
+        assert!(run_of(Some(1), Some(256), Some(258), 3, Some(hs[..95].to_vec())).is_err());
+    }
+
+    #[test]
+    fn one_statement_numbers_its_placeholders_in_bind_order() {
+        let sql = ranges_sql(&[(0, 0, 256), (2, 0, 3), (1, 256, 512)]);
+        assert_eq!(sql.matches(" UNION ALL ").count(), 2);
+        for (n, part) in ["$1", "$2", "$3", "$4", "$5", "$6", "$7", "$8"]
+            .iter()
+            .enumerate()
+        {
+            assert!(sql.contains(part), "{n}: {sql}");
+        }
+        assert!(!sql.contains("$9"));
+        assert!(sql
+            .find("FROM log_entries WHERE idx >= $1 AND idx < $2")
+            .is_some());
+        assert!(sql
+            .find("FROM log_nodes WHERE level = $6 AND idx >= $7 AND idx < $8")
+            .is_some());
+    }
+}

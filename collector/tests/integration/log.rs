@@ -947,3 +947,55 @@ async fn two_replicas_keep_one_tree_postgres() {
     drop((a, b));
     tree_chain_events_and_checkpoints_agree(&db.url, &vkey, &vkey_text).await;
 }
+
+/// Proofs stay right while the tree grows under one running collector: the
+/// tiles it keeps in memory for proofs (the partial ones at the right edge
+/// included) are extended as the tree grows, never served stale. Every
+/// inclusion proof verifies against the checkpoint of its size, every
+/// consistency proof between two kept checkpoints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proofs_follow_the_growing_tree_sqlite() {
+    let db = temp_sqlite();
+    let (signer, vkey_text) = keygen();
+    let vkey = VerifierKey::parse(&vkey_text).unwrap();
+    let collector = start(&db.url, &signer).await;
+    let addr = collector.addr;
+    let mut kept: Vec<Checkpoint> = Vec::new();
+    for round in 0..5u64 {
+        // 300 events a round: level-0 tiles fill and start, the level-1 tile grows.
+        ingest(addr, &format!("grow-{round}"), 300).await;
+        let size = 300 * (round + 1);
+        let (_, cp) = checkpoint_of(addr, &vkey, size).await;
+        for seq in [1, size / 2, size - 299, size - 1, size] {
+            let p = get_json(addr, &format!("/v1/log/inclusion?seq={seq}")).await;
+            assert_eq!(p["tree_size"].as_u64(), Some(size));
+            verify_inclusion(seq - 1, size, &hash(&p["leaf_hash"]), &proof(&p), &cp.root)
+                .unwrap_or_else(|e| panic!("seq {seq} in {size}: {e}"));
+            for old in kept.iter().filter(|old| old.size >= seq) {
+                let p = get_json(
+                    addr,
+                    &format!("/v1/log/inclusion?seq={seq}&size={}", old.size),
+                )
+                .await;
+                verify_inclusion(
+                    seq - 1,
+                    old.size,
+                    &hash(&p["leaf_hash"]),
+                    &proof(&p),
+                    &old.root,
+                )
+                .unwrap_or_else(|e| panic!("seq {seq} in the older {}: {e}", old.size));
+            }
+        }
+        for old in &kept {
+            let c = get_json(
+                addr,
+                &format!("/v1/log/consistency?from={}&to={size}", old.size),
+            )
+            .await;
+            verify_consistency(old.size, size, &old.root, &cp.root, &proof(&c))
+                .unwrap_or_else(|e| panic!("{} → {size}: {e}", old.size));
+        }
+        kept.push(cp);
+    }
+}
