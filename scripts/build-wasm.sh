@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
-# Builds dist/meshaudit_filter.wasm (SPEC §3) and dist/meshaudit_filter_metadata.wasm
-# (feature metadata-only: no header callbacks, refuses capture_bodies; docs/filter.md):
-# rustup's wasm32-wasip1 target when installed, otherwise Debian's rustc-web with
-# -Zbuild-std. Separate target dir so the host build is never invalidated.
+# Builds dist/meshaudit_filter.wasm (SPEC §3): rustup's wasm32-wasip1 target when
+# installed, otherwise Debian's rustc-web with -Zbuild-std. Separate target dir
+# so the host build is never invalidated.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p dist
@@ -17,11 +16,6 @@ build() {
         -Zbuild-std=std,panic_abort "$@"
   fi
 }
-out=target/wasm/wasm32-wasip1/release/meshaudit_filter.wasm
 build
-cp "$out" dist/meshaudit_filter.wasm
-build --features metadata-only
-cp "$out" dist/meshaudit_filter_metadata.wasm
-for f in dist/meshaudit_filter.wasm dist/meshaudit_filter_metadata.wasm; do
-  printf 'wasm: %s (%s bytes)\n' "$f" "$(stat -c %s "$f")"
-done
+cp target/wasm/wasm32-wasip1/release/meshaudit_filter.wasm dist/meshaudit_filter.wasm
+printf 'wasm: dist/meshaudit_filter.wasm (%s bytes)\n' "$(stat -c %s dist/meshaudit_filter.wasm)"

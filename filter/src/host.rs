@@ -4,14 +4,11 @@
 //! callback answers `Continue`, whatever happens.
 //!
 //! Only the callbacks the filter uses are exported: Envoy skips absent ones
-//! (trailers, connections, queues), and every callback it makes costs a VM
-//! entry per request. There is no `on_delete`: Envoy calls `on_done` just
-//! before it, and streams end there. The header callbacks are needed for
-//! `capture_bodies` (Envoy shows a header map only during its callback and in
-//! `on_log`); the `metadata-only` build (`meshaudit_filter_metadata.wasm`)
-//! leaves them out, reads both maps in `on_log` and refuses `capture_bodies`.
-//! The body callbacks stay in both: they count the body bytes. The start time
-//! is Envoy's `request.time`.
+//! (trailers, connections, queues). There is no `on_delete`: Envoy calls
+//! `on_done` just before it, and streams end there. The header callbacks are
+//! needed for `capture_bodies` (Envoy shows a header map only during its
+//! callback and in `on_log`) and return at once without it; the body
+//! callbacks count the body bytes. The start time is Envoy's `request.time`.
 #![allow(unsafe_code)]
 
 use crate::batch::Answer;
@@ -73,14 +70,12 @@ pub extern "C" fn proxy_on_done(context_id: u32) -> u32 {
     u32::from(with_vm(|vm| vm.on_done(&WasmHost, context_id)).unwrap_or(true))
 }
 
-#[cfg(not(feature = "metadata-only"))]
 #[no_mangle]
 pub extern "C" fn proxy_on_request_headers(context_id: u32, _headers: usize, _eos: u32) -> u32 {
     with_vm(|vm| vm.on_request_headers(&WasmHost, context_id));
     0
 }
 
-#[cfg(not(feature = "metadata-only"))]
 #[no_mangle]
 pub extern "C" fn proxy_on_response_headers(context_id: u32, _headers: usize, _eos: u32) -> u32 {
     with_vm(|vm| vm.on_response_headers(&WasmHost, context_id));

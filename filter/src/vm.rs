@@ -193,6 +193,7 @@ struct Stream {
 }
 
 /// All state of one VM.
+#[derive(Default)]
 pub struct Vm {
     plugins: ContextMap<Plugin>,
     streams: ContextMap<Stream>,
@@ -200,24 +201,6 @@ pub struct Vm {
     /// Whether any plugin of this VM captures bodies (otherwise the header
     /// callbacks have nothing to do).
     captures_bodies: bool,
-    /// Built without the header callbacks (`metadata-only`): bodies cannot
-    /// be captured.
-    metadata_only: bool,
-}
-
-/// This module was built as `meshaudit_filter_metadata.wasm`.
-const METADATA_ONLY: bool = cfg!(feature = "metadata-only");
-
-impl Default for Vm {
-    fn default() -> Self {
-        Vm {
-            plugins: ContextMap::default(),
-            streams: ContextMap::default(),
-            connections: Vec::new(),
-            captures_bodies: false,
-            metadata_only: METADATA_ONLY,
-        }
-    }
 }
 
 fn ms(ns: u64) -> u64 {
@@ -288,14 +271,6 @@ impl Vm {
                 return false;
             }
         };
-        if self.metadata_only && cfg.enabled && cfg.capture_bodies {
-            host.log(
-                LogLevel::Error,
-                "meshaudit: capture_bodies needs meshaudit_filter.wasm; this build \
-                 (meshaudit_filter_metadata.wasm) captures metadata only",
-            );
-            return false;
-        }
         let now = host.now_ns();
         let workload = read_workload(host);
         let source = workload.source();

@@ -159,7 +159,7 @@ def variant_bootstrap(variant, ports, paths, collector_port):
     lp, ap = ports
     variant, _, alt = variant.partition("@")
     if alt:
-        paths = dict(paths, meshaudit=paths[f"meshaudit@{alt}"], meshaudit_metadata=paths[f"meshaudit@{alt}"])
+        paths = dict(paths, meshaudit=paths[f"meshaudit@{alt}"])
     if variant == "bare":
         return bootstrap(lp, ap)
     if variant == "bare_post":
@@ -179,13 +179,9 @@ def variant_bootstrap(variant, ports, paths, collector_port):
         return bootstrap(lp, ap, [probe, BUFFER])
     if variant == "access_log":
         return bootstrap(lp, ap, access_log=file_access_log(paths["access_log"]))
-    if variant in ("meshaudit", "meshaudit_sink", "meshaudit_sink_full", "meshaudit_bodies",
-                   "meshaudit_bodies_sink"):
+    if variant in ("meshaudit", "meshaudit_sink", "meshaudit_bodies", "meshaudit_bodies_sink"):
         bodies = variant.startswith("meshaudit_bodies")
-        # Metadata capture runs the metadata-only build (what a team that audits metadata
-        # deploys); `meshaudit_sink_full` the same configuration on the full build.
-        wasm = paths["meshaudit"] if bodies or variant.endswith("_full") else paths["meshaudit_metadata"]
-        f = wasm_filter("meshaudit", wasm, meshaudit_plugin_config(bodies), MESHAUDIT_ENV_KEYS)
+        f = wasm_filter("meshaudit", paths["meshaudit"], meshaudit_plugin_config(bodies), MESHAUDIT_ENV_KEYS)
         return bootstrap(lp, ap, [f, BUFFER] if bodies else [f], collector_port=collector_port)
     raise ValueError(f"unknown variant {variant}")
 
@@ -198,7 +194,6 @@ VARIANTS = {
     "access_log": ("+ native JSON file access log", "get", "bare"),
     "meshaudit": ("+ meshaudit, metadata, signed + shipped", "get", "bare"),
     "meshaudit_sink": ("+ meshaudit, metadata, shipped to a null sink", "get", "bare"),
-    "meshaudit_sink_full": ("+ meshaudit, metadata, null sink, full build (header callbacks)", "get", "bare"),
     "bare_post": ("bare Envoy, 4 KiB JSON POST (buffered)", "post", "bare_post"),
     "meshaudit_bodies": ("+ meshaudit, 4 KiB JSON bodies captured", "post", "bare_post"),
     "meshaudit_bodies_sink": ("+ meshaudit, 4 KiB JSON bodies, shipped to a null sink", "post", "bare_post"),

@@ -2,8 +2,7 @@
 
 import statistics
 
-GET_VARIANTS = ("bare", "empty_wasm", "trivial_wasm", "access_log", "meshaudit", "meshaudit_sink",
-                "meshaudit_sink_full")
+GET_VARIANTS = ("bare", "empty_wasm", "trivial_wasm", "access_log", "meshaudit", "meshaudit_sink")
 POST_VARIANTS = ("bare_post", "meshaudit_bodies", "meshaudit_bodies_sink")
 
 

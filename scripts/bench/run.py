@@ -56,8 +56,6 @@ class Bench:
         self.pg_dbs = []
         self.envoy = artifact("MESHAUDIT_ENVOY", ".venv/bin/envoy", "make setup")
         self.wasm = artifact("MESHAUDIT_WASM", "dist/meshaudit_filter.wasm", "make wasm")
-        self.wasm_metadata = artifact("MESHAUDIT_WASM_METADATA", "dist/meshaudit_filter_metadata.wasm",
-                                      "make wasm")
         self.collector = artifact("MESHAUDIT_COLLECTOR_BIN", "target/release/meshaudit-collector",
                                   "make build")
         self.bin = {n: artifact(f"BENCH_{n.upper()}_BIN", f"target/release/meshaudit-bench-{n}",
@@ -131,7 +129,7 @@ class Bench:
 
     def _start_envoy(self, variant, collector_port, name=None):
         lp, ap = free_port(), free_port()
-        paths = {"meshaudit": self.wasm, "meshaudit_metadata": self.wasm_metadata, "access_log": self.tmp / f"access-{variant}.log", **self.floor,
+        paths = {"meshaudit": self.wasm, "access_log": self.tmp / f"access-{variant}.log", **self.floor,
                  **{f"meshaudit@{k}": Path(v) for k, v in bootstraps.alt_wasms().items()}}
         cfg = bootstraps.variant_bootstrap(variant, (lp, ap), paths, collector_port)
         name = name or variant

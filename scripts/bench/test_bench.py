@@ -10,7 +10,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bootstraps  # noqa: E402
 import report  # noqa: E402
 
-PATHS = {"meshaudit": "/m.wasm", "meshaudit_metadata": "/md.wasm", "access_log": "/a.log", "floor_empty": "/e.wasm", "floor_trivial": "/t.wasm"}
+PATHS = {"meshaudit": "/m.wasm", "access_log": "/a.log", "floor_empty": "/e.wasm", "floor_trivial": "/t.wasm"}
 
 
 def http_filters(cfg):
@@ -38,16 +38,6 @@ class Bootstraps(unittest.TestCase):
         self.assertEqual(plugin, {"collector_cluster": "meshaudit_collector", "capture_bodies": True})
         self.assertIn("AUDIT_FORWARD_SIGNING_SECRET", wasm["vm_config"]["environment_variables"]["host_env_keys"])
         self.assertEqual(cfg["static_resources"]["clusters"][0]["name"], "meshaudit_collector")
-
-    def test_metadata_variants_run_the_metadata_build(self):
-        def module(v):
-            _, hcm = http_filters(bootstraps.variant_bootstrap(v, (1, 2), PATHS, 3))
-            return hcm["http_filters"][0]["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"]
-        self.assertEqual(module("meshaudit"), "/md.wasm")
-        self.assertEqual(module("meshaudit_sink"), "/md.wasm")
-        self.assertEqual(module("meshaudit_sink_full"), "/m.wasm")
-        self.assertEqual(module("meshaudit_bodies_sink"), "/m.wasm")
-        self.assertTrue(bootstraps.is_sink("meshaudit_sink_full") and not bootstraps.is_sink("meshaudit"))
 
     def test_the_sink_takes_whole_batches(self):
         _, hcm = http_filters(bootstraps.variant_bootstrap("sink", (1, 2), PATHS, None))

@@ -68,8 +68,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--overlay", type=Path, default=ROOT / "k8s" / "release")
     p.add_argument("--collector-bin", type=Path, default=ROOT / "target" / "release" / "meshaudit-collector")
     p.add_argument("--wasm", type=Path, default=ROOT / "dist" / "meshaudit_filter.wasm")
-    p.add_argument("--wasm-metadata", type=Path, default=ROOT / "dist" / "meshaudit_filter_metadata.wasm",
-                   help="the metadata-only build, shipped beside the module with its checksum")
     p.add_argument("--ca-bundle", type=Path, default=Path(collector_image.CA_BUNDLE))
     p.add_argument("--source-url", default=os.environ.get("SOURCE_URL", ""))
     p.add_argument("--revision", default="", help="the commit to label the images with (default HEAD)")
@@ -126,13 +124,6 @@ def build(args: argparse.Namespace) -> dict:
         shutil.copyfile(args.wasm, wasm_out)
     wasm_sha = hashlib.sha256(wasm).hexdigest()
     (args.out / "meshaudit_filter.wasm.sha256").write_text(f"{wasm_sha}  meshaudit_filter.wasm\n", encoding="utf-8")
-    # The metadata-only build (docs/filter.md), for https:// hosting or an image of the team's own.
-    meta = args.wasm_metadata.read_bytes()
-    meta_out = args.out / "meshaudit_filter_metadata.wasm"
-    if args.wasm_metadata.resolve() != meta_out.resolve():
-        shutil.copyfile(args.wasm_metadata, meta_out)
-    (args.out / "meshaudit_filter_metadata.wasm.sha256").write_text(
-        f"{hashlib.sha256(meta).hexdigest()}  meshaudit_filter_metadata.wasm\n", encoding="utf-8")
     f_labels = {**labels, "org.opencontainers.image.title": "meshaudit-filter",
                 "org.opencontainers.image.description": "meshaudit proxy-wasm filter (Istio WasmPlugin, compat variant)"}
     filt = oci.build_image(entries_per_layer=[filter_image.rootfs_entries(wasm)],

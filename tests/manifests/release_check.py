@@ -332,12 +332,6 @@ def run(report: Report) -> None:
         report.check("release dist/meshaudit_filter.wasm.sha256 (https:// hosting)",
                      [] if sums == [hashlib.sha256(WASM.read_bytes()).hexdigest(), "meshaudit_filter.wasm"]
                      else [f"says {sums}"])
-        meta = ROOT / "dist" / "meshaudit_filter_metadata.wasm"
-        meta_sums = (out / "meshaudit_filter_metadata.wasm.sha256").read_text(encoding="utf-8").split()
-        report.check("release dist/meshaudit_filter_metadata.wasm and its .sha256 (the metadata-only build)",
-                     [] if meta_sums == [hashlib.sha256(meta.read_bytes()).hexdigest(), "meshaudit_filter_metadata.wasm"]
-                     and (out / "meshaudit_filter_metadata.wasm").read_bytes() == meta.read_bytes()
-                     else [f"says {meta_sums}"])
 
         wp = overlay_checks(report, tree, summary, images, https=False)
         other_bases(report, tree, summary)

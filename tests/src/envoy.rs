@@ -25,16 +25,6 @@ impl Envoy {
         artifact("MESHAUDIT_WASM", "dist/meshaudit_filter.wasm", "wasm")
     }
 
-    /// The metadata-only build (`MESHAUDIT_WASM_METADATA`, default
-    /// `dist/meshaudit_filter_metadata.wasm` from `make wasm`).
-    pub fn wasm_metadata() -> Result<PathBuf> {
-        artifact(
-            "MESHAUDIT_WASM_METADATA",
-            "dist/meshaudit_filter_metadata.wasm",
-            "wasm",
-        )
-    }
-
     /// Starts Envoy with `opts` and `env` (e.g. `POD_NAME`) and waits until it is ready.
     pub async fn start(opts: &BootstrapOptions, env: &[(&str, &str)]) -> Result<Envoy> {
         let bin = Self::binary()?;

@@ -459,7 +459,6 @@ fn a_refused_dispatch_warns_once_and_is_retried() {
     assert_eq!(vm.buffered_events(ROOT), Some(1));
 }
 
-#[cfg(not(feature = "metadata-only"))] // bodies need the full build
 #[test]
 fn bodies_are_read_at_their_first_chunk_and_hashed_whole() {
     let (mut vm, mock) = configured(
@@ -541,7 +540,6 @@ fn a_disabled_filter_keeps_no_streams() {
     assert!(vm.streams.is_empty());
 }
 
-#[cfg(not(feature = "metadata-only"))] // bodies need the full build
 #[test]
 fn streams_end_at_on_done_and_give_back_their_body_budget() {
     let config = r#"{"collector_cluster":"c","capture_bodies":true,"max_inflight_body_bytes":100}"#;
@@ -562,27 +560,4 @@ fn streams_end_at_on_done_and_give_back_their_body_budget() {
     let p = vm.plugins.get(&ROOT).expect("plugin");
     assert_eq!(p.budget.used, 0, "reserved body bytes released");
     assert!(vm.on_done(&mock, 2), "an unknown context is done at once");
-}
-
-#[test]
-fn the_metadata_only_build_refuses_capture_bodies() {
-    let config = r#"{"collector_cluster":"c","capture_bodies":true}"#;
-    let mock = Mock::new(config);
-    let mut vm = Vm {
-        metadata_only: true,
-        ..Vm::default()
-    };
-    assert!(!vm.on_configure(&mock, ROOT, config.len()));
-    assert!(mock
-        .logs
-        .borrow()
-        .iter()
-        .any(|(level, m)| *level == LogLevel::Error
-            && m.contains("capture_bodies needs meshaudit_filter.wasm")));
-    let config = r#"{"collector_cluster":"c"}"#;
-    let mock = Mock::new(config);
-    assert!(
-        vm.on_configure(&mock, ROOT, config.len()),
-        "metadata is fine"
-    );
 }
