@@ -5,17 +5,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p dist
-build() {
-  if rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then
-    CARGO_TARGET_DIR=target/wasm cargo build --release --target wasm32-wasip1 -p meshaudit-filter "$@"
-  else
-    RUSTC_BOOTSTRAP=1 RUSTC=/usr/bin/rustc \
-    RUSTFLAGS="-C linker=wasm-ld-14 -C link-self-contained=no -L /usr/lib/wasm32-wasi" \
-    CARGO_TARGET_DIR=target/wasm \
-      /usr/bin/cargo build --release --target wasm32-wasip1 -p meshaudit-filter \
-        -Zbuild-std=std,panic_abort "$@"
-  fi
-}
-build
+if rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then
+  CARGO_TARGET_DIR=target/wasm cargo build --release --target wasm32-wasip1 -p meshaudit-filter
+else
+  RUSTC_BOOTSTRAP=1 RUSTC=/usr/bin/rustc \
+  RUSTFLAGS="-C linker=wasm-ld-14 -C link-self-contained=no -L /usr/lib/wasm32-wasi" \
+  CARGO_TARGET_DIR=target/wasm \
+    /usr/bin/cargo build --release --target wasm32-wasip1 -p meshaudit-filter \
+      -Zbuild-std=std,panic_abort
+fi
 cp target/wasm/wasm32-wasip1/release/meshaudit_filter.wasm dist/meshaudit_filter.wasm
 printf 'wasm: dist/meshaudit_filter.wasm (%s bytes)\n' "$(stat -c %s dist/meshaudit_filter.wasm)"

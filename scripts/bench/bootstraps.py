@@ -214,7 +214,7 @@ def alt_wasms():
 
 def is_sink(variant):
     """Whether the variant ships to the null sink instead of the collector."""
-    return "_sink" in variant.partition("@")[0]
+    return variant.partition("@")[0].endswith("_sink")
 
 
 for _label in alt_wasms():
