@@ -13,7 +13,7 @@ use crate::metrics::Metrics;
 use crate::store::{format_time, DynStore, StoreError};
 use prometheus::{Gauge, IntGauge};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::OnceCell;
@@ -68,8 +68,6 @@ pub struct LogService {
     db: Option<LogDb>,
     signer: OnceCell<SignerKey>,
     metrics: Option<LogMetrics>,
-    /// When the newest checkpoint known here was signed (µs; 0: none yet).
-    newest_signed_us: AtomicI64,
     /// The newest checkpoint as last read or signed here, and when that was.
     latest: Mutex<Option<(Instant, StoredCheckpoint)>>,
     tiles: TileCache,
@@ -94,7 +92,6 @@ impl LogService {
             db: store.raw_pool().map(LogDb::from_raw),
             signer: OnceCell::new(),
             metrics,
-            newest_signed_us: AtomicI64::new(0),
             latest: Mutex::new(None),
             tiles: TileCache::default(),
         }
@@ -226,8 +223,6 @@ impl LogService {
             m.tree_size.set(size as i64);
             if let Some(cp) = made.as_ref().or(latest.as_ref()) {
                 m.checkpoint_size.set(cp.size as i64);
-                self.newest_signed_us
-                    .store(cp.created_us, Ordering::Relaxed);
                 self.age_metric();
             }
         }
@@ -238,8 +233,12 @@ impl LogService {
     /// known here; the checkpointer also calls it when it fails, so the age
     /// keeps growing (and its alert fires) while no checkpoint can be made.
     fn age_metric(&self) {
-        let newest = self.newest_signed_us.load(Ordering::Relaxed);
-        if let (Some(m), true) = (&self.metrics, newest > 0) {
+        let newest = self
+            .latest
+            .lock()
+            .ok()
+            .and_then(|l| l.as_ref().map(|(_, cp)| cp.created_us));
+        if let (Some(m), Some(newest)) = (&self.metrics, newest) {
             m.checkpoint_age_seconds
                 .set((now_us() - newest).max(0) as f64 / 1e6);
         }
