@@ -174,7 +174,7 @@ fn push_u16_escape(out: &mut Vec<u8>, u: u16) {
 /// Bytes a JSON string literal holds as they are (printable ASCII but `"`
 /// and `\\`): one table load per byte on the hot path instead of three
 /// comparisons.
-const PLAIN: [bool; 256] = {
+pub(crate) const PLAIN: [bool; 256] = {
     let mut t = [false; 256];
     let mut b = 0x20;
     while b < 0x7f {

@@ -25,7 +25,8 @@ pub enum Redacted<'a> {
 
 /// Which keys are redacted, and what replaces their values (a string).
 pub trait Redaction {
-    fn is_redacted(&self, key: &str) -> bool;
+    /// `key`: the member name's UTF-8 bytes, decoded.
+    fn is_redacted(&self, key: &[u8]) -> bool;
     fn replacement(&self, original: Redacted<'_>) -> String;
 }
 
@@ -41,10 +42,10 @@ enum Shape {
 
 impl Shape {
     /// Whether a member with this value is dropped by pruning.
-    fn pruned(self, key: &str) -> bool {
+    fn pruned(self, key: &[u8]) -> bool {
         match self {
             Shape::Null | Shape::EmptyArray | Shape::EmptyObject => true,
-            Shape::EmptyString => key != "schemaid",
+            Shape::EmptyString => key != b"schemaid",
             Shape::Other => false,
         }
     }
@@ -59,8 +60,36 @@ enum Mode {
     Raw,
 }
 
+/// A member name: as read when its literal is canonical already (the
+/// common case: printable ASCII, no escapes), else decoded.
+enum Key<'a> {
+    /// The literal without its quotes.
+    Plain(&'a [u8]),
+    Decoded(std::borrow::Cow<'a, str>),
+}
+
+impl Key<'_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Key::Plain(b) => b,
+            Key::Decoded(s) => s.as_bytes(),
+        }
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        match self {
+            Key::Plain(b) => {
+                out.push(b'"');
+                out.extend_from_slice(b);
+                out.push(b'"');
+            }
+            Key::Decoded(s) => write_string(s, out),
+        }
+    }
+}
+
 struct Member<'a> {
-    key: std::borrow::Cow<'a, str>,
+    key: Key<'a>,
     start: usize,
     end: usize,
     shape: Shape,
@@ -69,8 +98,9 @@ struct Member<'a> {
 struct Canon<'a, 'r> {
     p: Parser<'a>,
     redaction: &'r dyn Redaction,
-    /// Scratch buffers, reused across objects.
+    /// Scratch buffers and member lists, reused across objects.
     pool: Vec<Vec<u8>>,
+    lists: Vec<Vec<Member<'a>>>,
 }
 
 /// Appends the payload of the JSON document `input` (mobius `_as_object`,
@@ -92,6 +122,7 @@ pub fn write_payload(
         },
         redaction,
         pool: Vec::new(),
+        lists: Vec::new(),
     };
     let result = c.payload(out);
     if !matches!(result, Ok(true)) {
@@ -100,7 +131,7 @@ pub fn write_payload(
     result
 }
 
-impl Canon<'_, '_> {
+impl<'a> Canon<'a, '_> {
     fn payload(&mut self, out: &mut Vec<u8>) -> Result<bool, ParseError> {
         self.p.skip_ws();
         let written = if self.p.peek() == Some(b'{') {
@@ -108,8 +139,8 @@ impl Canon<'_, '_> {
         } else {
             // `{"_value": v}`, with the member rules of any object.
             let mut v = self.take_buf();
-            let shape = self.member_value("_value", 0, &mut v)?;
-            let kept = !shape.pruned("_value");
+            let shape = self.member_value(b"_value", 0, &mut v)?;
+            let kept = !shape.pruned(b"_value");
             if kept {
                 out.extend_from_slice(b"{\"_value\":");
                 out.extend_from_slice(&v);
@@ -138,7 +169,7 @@ impl Canon<'_, '_> {
     /// the key is redacted, else the value redacted and pruned.
     fn member_value(
         &mut self,
-        key: &str,
+        key: &[u8],
         depth: usize,
         out: &mut Vec<u8>,
     ) -> Result<Shape, ParseError> {
@@ -168,6 +199,14 @@ impl Canon<'_, '_> {
             Some(b'{') => self.object(depth + 1, out, mode),
             Some(b'[') => self.array(depth + 1, out, mode),
             Some(b'"') => {
+                if let Some(literal) = self.p.plain_string() {
+                    out.extend_from_slice(literal);
+                    return Ok(if literal.len() == 2 {
+                        Shape::EmptyString
+                    } else {
+                        Shape::Other
+                    });
+                }
                 let s = self.p.string_cow()?;
                 write_string(&s, out);
                 Ok(if s.is_empty() {
@@ -194,11 +233,17 @@ impl Canon<'_, '_> {
             Some(b'N' | b'I') => Err(self.p.err(ParseErrorKind::NonFiniteNumber)),
             Some(b'-' | b'0'..=b'9') => {
                 let start = self.p.i;
-                let n = self.p.number()?;
+                let scan = self.p.number_text()?;
                 let text = &self.p.s[start..self.p.i];
-                if is_canonical_number(text) {
+                // A canonical float is fixed notation of at most 15 digits
+                // (finite); an integer only needs its length checked.
+                if is_canonical_number(text)
+                    && (scan.is_float || scan.int_digits <= crate::value::MAX_INT_DIGITS)
+                {
                     out.extend_from_slice(text);
                 } else {
+                    self.p.i = start;
+                    let n = self.p.number()?;
                     write_canonical(&n, out);
                 }
                 Ok(Shape::Other)
@@ -260,7 +305,7 @@ impl Canon<'_, '_> {
         }
         self.p.i += 1;
         let mut buf = self.take_buf();
-        let mut members: Vec<Member<'_>> = Vec::new();
+        let mut members = self.lists.pop().unwrap_or_default();
         self.p.skip_ws();
         if self.p.peek() == Some(b'}') {
             self.p.i += 1;
@@ -273,13 +318,16 @@ impl Canon<'_, '_> {
                         Some(_) => self.p.err(ParseErrorKind::UnexpectedByte),
                     });
                 }
-                let key = self.p.string_cow()?;
+                let key = match self.p.plain_string() {
+                    Some(literal) => Key::Plain(&literal[1..literal.len() - 1]),
+                    None => Key::Decoded(self.p.string_cow()?),
+                };
                 self.p.skip_ws();
                 self.expect(b':')?;
                 self.p.skip_ws();
                 let start = buf.len();
                 let shape = match mode {
-                    Mode::Payload => self.member_value(&key, depth, &mut buf)?,
+                    Mode::Payload => self.member_value(key.bytes(), depth, &mut buf)?,
                     Mode::Raw => self.value(depth, &mut buf, Mode::Raw)?,
                 };
                 members.push(Member {
@@ -302,26 +350,31 @@ impl Canon<'_, '_> {
         }
         // Key order (code points = UTF-8 bytes); of equal keys the last read
         // wins: a stable sort keeps them in reading order.
-        members.sort_by(|a, b| a.key.cmp(&b.key));
+        members.sort_by(|a, b| a.key.bytes().cmp(b.key.bytes()));
         let mut written = 0usize;
         out.push(b'{');
         for (i, m) in members.iter().enumerate() {
-            if members.get(i + 1).is_some_and(|next| next.key == m.key) {
+            if members
+                .get(i + 1)
+                .is_some_and(|next| next.key.bytes() == m.key.bytes())
+            {
                 continue;
             }
-            if mode == Mode::Payload && m.shape.pruned(&m.key) {
+            if mode == Mode::Payload && m.shape.pruned(m.key.bytes()) {
                 continue;
             }
             if written > 0 {
                 out.push(b',');
             }
             written += 1;
-            write_string(&m.key, out);
+            m.key.write(out);
             out.push(b':');
             out.extend_from_slice(&buf[m.start..m.end]);
         }
         out.push(b'}');
         self.give_buf(buf);
+        members.clear();
+        self.lists.push(members);
         Ok(if written == 0 {
             Shape::EmptyObject
         } else {
@@ -373,10 +426,10 @@ mod tests {
     struct TestRedaction;
 
     impl Redaction for TestRedaction {
-        fn is_redacted(&self, key: &str) -> bool {
+        fn is_redacted(&self, key: &[u8]) -> bool {
             ["password", "token"]
                 .iter()
-                .any(|k| k.eq_ignore_ascii_case(key))
+                .any(|k| k.as_bytes().eq_ignore_ascii_case(key))
         }
         fn replacement(&self, original: Redacted<'_>) -> String {
             match original {
@@ -401,7 +454,7 @@ mod tests {
             match v {
                 Value::Object(m) => {
                     for (k, item) in m.iter_mut() {
-                        if TestRedaction.is_redacted(k) {
+                        if TestRedaction.is_redacted(k.as_bytes()) {
                             let r = match &*item {
                                 Value::String(s) => TestRedaction.replacement(Redacted::Str(s)),
                                 other => {
@@ -476,6 +529,14 @@ mod tests {
             r#"{"_value":1}"#,
             r#"{"a":{"b":{"c":{"d":1}}}}"#,
             r#"[[[[1]]]]"#,
+            // copied as read, or not: escapes, DEL, `/`, the same key
+            // spelled with an escape, a redacted key spelled with one
+            r#"{"a":"x/y","b":"\/","c":"","d":"tab	here","a":"last","a ":" "}"#,
+            r#"{"password":"p","key":"","schemaid":"","x":"é"}"#,
+            "{\"s\":\"\u{7f}\",\"\u{7f}\":1,\"k\":\"caf\u{e9}\"}",
+            // numbers copied as read, or through the float writer
+            r#"[12345678901234567, 1.0, 1.50, 0.0001, 0.00001, -0, -0.0, 0.0, 123456789012345.6]"#,
+            r#"[12345678901234.5, 1234567890123456.0, 99999999999999999.0, 1e5, 1E+2, 2.5e-7]"#,
             // refused alike
             "{\"a\":1,}",
             "[1,]",
@@ -489,6 +550,13 @@ mod tests {
             "[01]",
         ] {
             check(doc);
+        }
+        // an integer longer than the parser takes, at either side of the bound
+        for n in [
+            crate::value::MAX_INT_DIGITS,
+            crate::value::MAX_INT_DIGITS + 1,
+        ] {
+            check(&format!("{{\"n\":{}}}", "9".repeat(n)));
         }
     }
 

@@ -172,6 +172,15 @@ pub fn parse_with_depth(input: &[u8], max_depth: usize) -> Result<Value, ParseEr
     Ok(v)
 }
 
+/// What [`Parser::number_text`] read.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NumberText {
+    /// A fraction or an exponent.
+    pub(crate) is_float: bool,
+    /// Digits before the point.
+    pub(crate) int_digits: usize,
+}
+
 pub(crate) struct Parser<'a> {
     pub(crate) s: &'a [u8],
     pub(crate) i: usize,
@@ -292,6 +301,36 @@ impl<'a> Parser<'a> {
 
     pub(crate) fn number(&mut self) -> Result<Value, ParseError> {
         let start = self.i;
+        let scan = self.number_text()?;
+        // The bytes are ASCII digits and signs only, so this cannot fail.
+        let text = std::str::from_utf8(&self.s[start..self.i])
+            .map_err(|_| self.err(ParseErrorKind::InvalidNumber))?;
+        if scan.is_float {
+            let f: f64 = text
+                .parse()
+                .map_err(|_| self.err(ParseErrorKind::InvalidNumber))?;
+            if !f.is_finite() {
+                return Err(ParseError {
+                    kind: ParseErrorKind::NonFiniteNumber,
+                    offset: start,
+                });
+            }
+            return Ok(Value::Number(Number::Float(f)));
+        }
+        if scan.int_digits > MAX_INT_DIGITS {
+            return Err(ParseError {
+                kind: ParseErrorKind::InvalidNumber,
+                offset: start,
+            });
+        }
+        Ok(Value::Number(match text.parse::<i64>() {
+            Ok(i) => Number::Int(i),
+            Err(_) => Number::BigInt(text.into()),
+        }))
+    }
+
+    /// Consumes a number's text by the JSON grammar, without converting it.
+    pub(crate) fn number_text(&mut self) -> Result<NumberText, ParseError> {
         let digits = |p: &mut Self| {
             let s = p.i;
             while let Some(b'0'..=b'9') = p.peek() {
@@ -329,31 +368,10 @@ impl<'a> Parser<'a> {
             }
             is_float = true;
         }
-        // The bytes are ASCII digits and signs only, so this cannot fail.
-        let text = std::str::from_utf8(&self.s[start..self.i])
-            .map_err(|_| self.err(ParseErrorKind::InvalidNumber))?;
-        if is_float {
-            let f: f64 = text
-                .parse()
-                .map_err(|_| self.err(ParseErrorKind::InvalidNumber))?;
-            if !f.is_finite() {
-                return Err(ParseError {
-                    kind: ParseErrorKind::NonFiniteNumber,
-                    offset: start,
-                });
-            }
-            return Ok(Value::Number(Number::Float(f)));
-        }
-        if n > MAX_INT_DIGITS {
-            return Err(ParseError {
-                kind: ParseErrorKind::InvalidNumber,
-                offset: start,
-            });
-        }
-        Ok(Value::Number(match text.parse::<i64>() {
-            Ok(i) => Number::Int(i),
-            Err(_) => Number::BigInt(text.into()),
-        }))
+        Ok(NumberText {
+            is_float,
+            int_digits: n,
+        })
     }
 
     fn hex4(&mut self) -> Result<u32, ParseError> {
@@ -373,6 +391,27 @@ impl<'a> Parser<'a> {
 
     /// A string borrowed from the input when it has no escapes (the common
     /// case), else decoded as [`Parser::string`] does.
+    /// At a `"`: a string literal whose bytes are all printable ASCII
+    /// without `\\` — what the canonical form writes as it is read — is
+    /// consumed and returned with its quotes; `None` (nothing consumed)
+    /// for any other literal.
+    pub(crate) fn plain_string(&mut self) -> Option<&'a [u8]> {
+        let s: &'a [u8] = self.s;
+        let open = self.i;
+        let mut j = open + 1;
+        while let Some(&b) = s.get(j) {
+            if !crate::canonical::PLAIN[b as usize] {
+                if b != b'"' {
+                    return None;
+                }
+                self.i = j + 1;
+                return s.get(open..=j);
+            }
+            j += 1;
+        }
+        None
+    }
+
     pub(crate) fn string_cow(&mut self) -> Result<std::borrow::Cow<'a, str>, ParseError> {
         let open = self.i;
         let start = open + 1;

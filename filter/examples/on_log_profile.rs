@@ -4,6 +4,8 @@
 //! (`force-soft`: the SHA-256 code wasm32 runs, not the CPU's SHA instructions).
 //! The host answers like `make bench`'s GET (scripts/bench/wrk_get.lua) on one
 //! keep-alive connection; batches go nowhere and are answered 200.
+//! `on_log_profile N bodies`: the 4 KiB JSON POST of scripts/bench/wrk_post.lua,
+//! captured with `capture_bodies`.
 
 use meshaudit_filter::batch::Answer;
 use meshaudit_filter::capture::serialize_header_pairs;
@@ -12,8 +14,33 @@ use meshaudit_filter::vm::{BufferType, Host, LogLevel, MapType, Vm};
 use std::cell::Cell;
 
 const CONFIG: &str = r#"{"collector_cluster":"c","api_key":"ak","signing_secret":"ss"}"#;
+const CONFIG_BODIES: &str =
+    r#"{"collector_cluster":"c","api_key":"ak","signing_secret":"ss","capture_bodies":true}"#;
+
+/// The body of scripts/bench/wrk_post.lua, byte for byte.
+fn post_body() -> Vec<u8> {
+    let mut body = String::from(r#"{"order":{"id":"ord-42","customer":"user-00042","items":["#);
+    let mut i = 0;
+    while body.len() < 4000 {
+        i += 1;
+        if i > 1 {
+            body.push(',');
+        }
+        body.push_str(&format!(
+            r#"{{"sku":"SKU-{:05}","qty":{},"price":{}.99,"note":"standard"}}"#,
+            i,
+            i % 7 + 1,
+            i % 90 + 10
+        ));
+    }
+    body.push_str("]}}");
+    body.push_str(&" ".repeat(4096 - body.len()));
+    body.into_bytes()
+}
 
 struct Bench {
+    config: &'static str,
+    body: Vec<u8>,
     now: Cell<u64>,
     request: Vec<u8>,
     response: Vec<u8>,
@@ -35,7 +62,8 @@ impl Host for Bench {
     }
     fn buffer(&self, buffer: BufferType, size: usize) -> Option<Vec<u8>> {
         match buffer {
-            BufferType::PluginConfiguration => Some(CONFIG.as_bytes()[..size].to_vec()),
+            BufferType::PluginConfiguration => Some(self.config.as_bytes()[..size].to_vec()),
+            BufferType::RequestBody => Some(self.body[..size].to_vec()),
             _ => None,
         }
     }
@@ -79,25 +107,45 @@ impl Host for Bench {
     }
 }
 
+/// The request headers of wrk_get.lua, or of wrk_post.lua with `bodies`.
+fn request_headers(bodies: bool) -> Vec<(&'static str, &'static str)> {
+    let mut h = vec![
+        (":authority", "127.0.0.1:10000"),
+        (
+            ":path",
+            if bodies {
+                "/api/v1/orders"
+            } else {
+                "/api/v1/orders/42?page=2"
+            },
+        ),
+        (":method", if bodies { "POST" } else { "GET" }),
+        (":scheme", "http"),
+        ("user-agent", "okhttp/4.12.0"),
+        ("tenantid", "acme"),
+        ("actionloguserid", "user-00042"),
+        ("x-request-id", "3f1e5b8a-6c2d-4e9f-8a7b-1c2d3e4f5a6b"),
+        ("x-b3-traceid", "80f198ee56343ba864fe8b2a57d3eff7"),
+        ("x-forwarded-proto", "http"),
+    ];
+    if bodies {
+        h.push(("content-type", "application/json"));
+        h.push(("content-length", "4096"));
+    }
+    h
+}
+
 fn main() {
     let n: u32 = std::env::args()
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(10_000);
+    let bodies = std::env::args().nth(2).as_deref() == Some("bodies");
     let host = Bench {
+        config: if bodies { CONFIG_BODIES } else { CONFIG },
+        body: if bodies { post_body() } else { Vec::new() },
         now: Cell::new(1_700_000_000_000_000_000),
-        request: serialize_header_pairs(&[
-            (":authority", "127.0.0.1:10000"),
-            (":path", "/api/v1/orders/42?page=2"),
-            (":method", "GET"),
-            (":scheme", "http"),
-            ("user-agent", "okhttp/4.12.0"),
-            ("tenantid", "acme"),
-            ("actionloguserid", "user-00042"),
-            ("x-request-id", "3f1e5b8a-6c2d-4e9f-8a7b-1c2d3e4f5a6b"),
-            ("x-b3-traceid", "80f198ee56343ba864fe8b2a57d3eff7"),
-            ("x-forwarded-proto", "http"),
-        ]),
+        request: serialize_header_pairs(&request_headers(bodies)),
         response: serialize_header_pairs(&[
             (":status", "200"),
             ("content-length", "17"),
@@ -108,12 +156,15 @@ fn main() {
         tokens: Cell::new(0),
     };
     let mut vm = Vm::default();
-    assert!(vm.on_configure(&host, 1, CONFIG.len()));
+    assert!(vm.on_configure(&host, 1, host.config.len()));
     let mut answered = 0;
     for i in 0..n {
         let ctx = 2 + i;
         vm.on_context_create(ctx, 1);
         vm.on_request_headers(&host, ctx);
+        if bodies {
+            vm.on_request_body(&host, ctx, host.body.len());
+        }
         vm.on_response_headers(&host, ctx);
         vm.on_response_body(&host, ctx, 17);
         vm.on_log(&host, ctx);

@@ -18,7 +18,9 @@ pub const MASK: &str = "[REDACTED]";
 /// Redaction rules taken from the configuration once per VM.
 #[derive(Debug, Clone)]
 pub struct Redactor {
-    keys: Vec<String>,
+    /// The redacted keys by length (the last slot: longer ones), so a body key is
+    /// compared with the few of its length only.
+    keys_by_len: Vec<Vec<Box<[u8]>>>,
     headers: Vec<String>,
     mode: RedactMode,
 }
@@ -26,7 +28,13 @@ pub struct Redactor {
 impl Redactor {
     pub fn new(cfg: &Config) -> Self {
         Redactor {
-            keys: cfg.redact_keys.clone(),
+            keys_by_len: cfg.redact_keys.iter().fold(
+                vec![Vec::new(); LENGTH_SLOTS],
+                |mut by_len, k| {
+                    by_len[length_slot(k.len())].push(k.as_bytes().into());
+                    by_len
+                },
+            ),
             headers: cfg.redact_headers.clone(),
             mode: cfg.redact_mode.clone(),
         }
@@ -35,7 +43,13 @@ impl Redactor {
     /// Whether a body key / form field / query parameter is redacted
     /// (exact name, case-insensitive).
     pub fn is_redacted_key(&self, key: &str) -> bool {
-        self.keys.iter().any(|k| k.eq_ignore_ascii_case(key))
+        self.is_redacted_key_bytes(key.as_bytes())
+    }
+
+    fn is_redacted_key_bytes(&self, key: &[u8]) -> bool {
+        self.keys_by_len[length_slot(key.len())]
+            .iter()
+            .any(|k| k.eq_ignore_ascii_case(key))
     }
 
     /// Whether a header (lowercase name) is redacted.
@@ -108,8 +122,8 @@ impl Redactor {
 
 /// The streaming payload writer asks the same questions as [`Redactor::redact_json`].
 impl meshaudit_event::stream::Redaction for Redactor {
-    fn is_redacted(&self, key: &str) -> bool {
-        self.is_redacted_key(key)
+    fn is_redacted(&self, key: &[u8]) -> bool {
+        self.is_redacted_key_bytes(key)
     }
 
     fn replacement(&self, original: meshaudit_event::stream::Redacted<'_>) -> String {
@@ -120,6 +134,12 @@ impl meshaudit_event::stream::Redaction for Redactor {
             (RedactMode::Hmac(key), Redacted::Json(canonical)) => hmac_tag(key.bytes(), canonical),
         }
     }
+}
+
+const LENGTH_SLOTS: usize = 64;
+
+fn length_slot(len: usize) -> usize {
+    len.min(LENGTH_SLOTS - 1)
 }
 
 fn hmac_tag(key: &[u8], value: &[u8]) -> String {
@@ -196,6 +216,28 @@ mod tests {
             String::from_utf8_lossy(&canonical(&v)),
             r#"{"Password":"[REDACTED]","deep":{"list":[{"token":"[REDACTED]"},{"cvv":"[REDACTED]"}]},"ok":{"secret":"[REDACTED]"},"user":"ann"}"#
         );
+    }
+
+    #[test]
+    fn keys_of_every_length_are_matched_case_insensitively() {
+        let long = "k".repeat(70);
+        let r = redactor(&format!(
+            r#"{{"collector_cluster":"c","redact_keys":["a","Session_Id","{long}"]}}"#
+        ));
+        for key in [
+            "a",
+            "A",
+            "session_id",
+            "SESSION_ID",
+            &long,
+            &long.to_uppercase(),
+        ] {
+            assert!(r.is_redacted_key(key), "{key}");
+        }
+        let other_long = "k".repeat(64);
+        for key in ["", "b", "session", "session_idx", "password", &other_long] {
+            assert!(!r.is_redacted_key(key), "{key}");
+        }
     }
 
     #[test]
