@@ -184,13 +184,41 @@ pub(crate) const PLAIN: [bool; 256] = {
     t
 };
 
+/// How many leading bytes of `b` are [`PLAIN`]: eight at a time while they
+/// are, then one at a time (most strings of an event are plain throughout).
+fn plain_prefix(b: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // The high bit of a byte of the result is set where `x` has a zero byte
+    // (exact as a yes/no answer, which is all that is asked).
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x;
+    let mut i = 0;
+    while let Some(chunk) = b.get(i..i + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word);
+        let below_space = x.wrapping_sub(ONES * 0x20) & !x;
+        let special = zero(x ^ (ONES * u64::from(b'"')))
+            | zero(x ^ (ONES * u64::from(b'\\')))
+            | zero(x ^ (ONES * 0x7f));
+        if (below_space | special | x) & HIGH != 0 {
+            break;
+        }
+        i += 8;
+    }
+    while b.get(i).is_some_and(|&c| PLAIN[c as usize]) {
+        i += 1;
+    }
+    i
+}
+
 /// A JSON string literal, ASCII only, escaped as Python's `ensure_ascii`.
 pub fn write_string(s: &str, out: &mut Vec<u8>) {
     out.reserve(s.len() + 2);
     out.push(b'"');
     let bytes = s.as_bytes();
     let mut run = 0; // start of the pending run of bytes copied as they are
-    let mut i = 0;
+    let mut i = plain_prefix(bytes);
     while i < bytes.len() {
         let b = bytes[i];
         if PLAIN[b as usize] {
@@ -293,7 +321,11 @@ mod tests {
             '\u{8}' => "\\b".to_owned(),
             '\u{c}' => "\\f".to_owned(),
             c if (' '..='~').contains(&c) => c.to_string(),
-            c => format!("\\u{:04x}", c as u32),
+            c => c
+                .encode_utf16(&mut [0u16; 2])
+                .iter()
+                .map(|u| format!("\\u{u:04x}"))
+                .collect(),
         };
         for b in 0u8..0x80 {
             let c = char::from(b);
@@ -302,6 +334,30 @@ mod tests {
             write_string(&text, &mut out);
             let want = format!("\"ab{}cd\"", python(c));
             assert_eq!(String::from_utf8(out).unwrap(), want, "byte {b:#04x}");
+        }
+        // at every place of the eight-byte words the plain prefix is read
+        // in, and beside bytes whose neighbours could borrow into them
+        let chars: Vec<char> = (0u8..0x80)
+            .map(char::from)
+            .chain(['é', '😀', '\u{80}', '\u{ffff}'])
+            .collect();
+        for &c in &chars {
+            for len in [1, 7, 8, 9, 16, 17] {
+                for at in 0..len {
+                    for filler in ['a', '~', ' ', '\u{1}'] {
+                        let text: String =
+                            (0..len).map(|i| if i == at { c } else { filler }).collect();
+                        let mut out = Vec::new();
+                        write_string(&text, &mut out);
+                        let want: String = text.chars().map(python).collect();
+                        assert_eq!(
+                            String::from_utf8(out).unwrap(),
+                            format!("\"{want}\""),
+                            "{c:?} at {at} of {len} among {filler:?}"
+                        );
+                    }
+                }
+            }
         }
     }
 

@@ -233,7 +233,7 @@ pub struct Config {
     pub body_content_types: Vec<String>,
     pub sample_rate: f64,
     pub body_sample_rate: f64,
-    pub skip_paths: Vec<String>,
+    pub skip_paths: SkipPaths,
     pub header_map: HeaderMapping,
     pub tenant_id: Option<String>,
     pub subject_claim: Option<SubjectClaim>,
@@ -617,6 +617,7 @@ fn build(raw: RawConfig, env: &dyn EnvSource) -> Result<Config, ConfigError> {
             list
         }
     };
+    let skip_paths = SkipPaths::new(&skip_paths);
     let header_map = header_mapping(raw.header_map)?;
     let subject_claim = match raw.subject_claim {
         Some(c) if c.provider.is_empty() || c.claim.is_empty() => {
@@ -733,17 +734,38 @@ fn batch_signing_key(
         })
 }
 
+/// `skip_paths`, ready for the per-request check: each word's searcher is
+/// built once, not on every request.
+#[derive(Debug, Clone)]
+pub struct SkipPaths {
+    prefixes: Vec<String>,
+    words: Vec<memchr::memmem::Finder<'static>>,
+}
+
+impl SkipPaths {
+    fn new(entries: &[String]) -> Self {
+        let (prefixes, words): (Vec<&String>, Vec<&String>) =
+            entries.iter().partition(|e| e.starts_with('/'));
+        SkipPaths {
+            prefixes: prefixes.into_iter().cloned().collect(),
+            words: words
+                .into_iter()
+                .map(|w| memchr::memmem::Finder::new(w.as_bytes()).into_owned())
+                .collect(),
+        }
+    }
+
+    fn matches(&self, path: &str) -> bool {
+        self.prefixes.iter().any(|p| path.starts_with(p.as_str()))
+            || self.words.iter().any(|w| w.find(path.as_bytes()).is_some())
+    }
+}
+
 impl Config {
     /// Whether `path` (without query) is on a skip list entry (mobius semantics
     /// for words, prefix match for entries starting with `/`).
     pub fn is_skipped(&self, path: &str) -> bool {
-        self.skip_paths.iter().any(|entry| {
-            if entry.starts_with('/') {
-                path.starts_with(entry.as_str())
-            } else {
-                path.contains(entry.as_str())
-            }
-        })
+        self.skip_paths.matches(path)
     }
 
     /// Whether a body of this `content-type` header value is captured.
