@@ -30,7 +30,21 @@ impl<'a> Obj<'a> {
         Obj { out, empty: true }
     }
 
-    fn key(&mut self, k: &str) {
+    /// A member name of the schema: a literal of this file, plain ASCII
+    /// (checked in debug builds), so it is copied without escaping.
+    fn key(&mut self, k: &'static str) {
+        debug_assert!(k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
+        if !self.empty {
+            self.out.push(b',');
+        }
+        self.empty = false;
+        self.out.push(b'"');
+        self.out.extend_from_slice(k.as_bytes());
+        self.out.extend_from_slice(b"\":");
+    }
+
+    /// A member name from the request (a header name): escaped.
+    fn dyn_key(&mut self, k: &str) {
         if !self.empty {
             self.out.push(b',');
         }
@@ -40,38 +54,38 @@ impl<'a> Obj<'a> {
     }
 
     /// A string member; pruned when absent or empty.
-    fn str(&mut self, k: &str, v: &Option<String>) {
+    fn str(&mut self, k: &'static str, v: &Option<String>) {
         if let Some(s) = v.as_deref().filter(|s| !s.is_empty()) {
             self.key(k);
             write_string(s, self.out);
         }
     }
 
-    fn num(&mut self, k: &str, v: u64) {
+    fn num(&mut self, k: &'static str, v: u64) {
         self.key(k);
         write_u64(v, self.out);
     }
 
-    fn opt_num(&mut self, k: &str, v: Option<u64>) {
+    fn opt_num(&mut self, k: &'static str, v: Option<u64>) {
         if let Some(v) = v {
             self.num(k, v);
         }
     }
 
-    fn bool(&mut self, k: &str, v: bool) {
+    fn bool(&mut self, k: &'static str, v: bool) {
         self.key(k);
         self.out
             .extend_from_slice(if v { b"true" as &[u8] } else { b"false" });
     }
 
-    fn opt_bool(&mut self, k: &str, v: Option<bool>) {
+    fn opt_bool(&mut self, k: &'static str, v: Option<bool>) {
         if let Some(v) = v {
             self.bool(k, v);
         }
     }
 
     /// A nested object written by `f`; dropped again when it stayed empty.
-    fn nested(&mut self, k: &str, f: impl FnOnce(&mut Obj<'_>)) {
+    fn nested(&mut self, k: &'static str, f: impl FnOnce(&mut Obj<'_>)) {
         let mark = self.out.len();
         let was_empty = self.empty;
         self.key(k);
@@ -92,7 +106,7 @@ impl<'a> Obj<'a> {
 
     /// A pruned JSON value (payloads are pruned when built): dropped when it
     /// is an empty object.
-    fn value(&mut self, k: &str, v: &Option<Value>) {
+    fn value(&mut self, k: &'static str, v: &Option<Value>) {
         match v {
             Some(Value::Object(m)) if m.is_empty() => {}
             Some(Value::Object(_)) => {
@@ -117,19 +131,19 @@ impl<'a> Obj<'a> {
     }
 
     /// A member whose value is already canonical JSON.
-    fn raw(&mut self, k: &str, canonical: &[u8]) {
+    fn raw(&mut self, k: &'static str, canonical: &[u8]) {
         self.key(k);
         self.out.extend_from_slice(canonical);
     }
 
     /// Header maps: string values, empty ones pruned.
-    fn headers(&mut self, k: &str, m: &Map) {
+    fn headers(&mut self, k: &'static str, m: &Map) {
         self.nested(k, |o| {
             for (name, v) in m {
                 match v {
                     Value::String(s) if s.is_empty() => {}
                     Value::String(s) => {
-                        o.key(name);
+                        o.dyn_key(name);
                         write_string(s, o.out);
                     }
                     other => {
@@ -142,7 +156,7 @@ impl<'a> Obj<'a> {
                             _ => false,
                         };
                         if !empty {
-                            o.key(name);
+                            o.dyn_key(name);
                             write_canonical(&v, o.out);
                         }
                     }
