@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The filter's own wasm time per request in V8, without Envoy: builds
+# filter/examples/on_log_profile for wasm32-wasip1 (the toolchain recipe and
+# profile of scripts/build-wasm.sh) and runs it under Node. Repeatable to a few
+# per cent where Envoy's CPU per request is not; it leaves out what Envoy
+# itself spends on hostcalls, which the `hostcalls` bench part prices.
+#
+#   bash scripts/bench/wasm_v8.sh [--bodies] [--rounds N] [--requests N] [OTHER.wasm ...]
+#
+# Prints the median µs per request of this tree's build and of each OTHER
+# module (an earlier build of the same example, e.g. kept from another
+# commit), run alternately.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+mode=() rounds=5 requests=200000 others=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --bodies) mode=(bodies); requests=30000 ;;
+    --rounds) rounds=$2; shift ;;
+    --requests) requests=$2; shift ;;
+    *) others+=("$1") ;;
+  esac
+  shift
+done
+command -v node >/dev/null || { echo "wasm_v8: needs Node.js (apt-get install nodejs)" >&2; exit 1; }
+export CARGO_PROFILE_RELEASE_LTO=fat CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1
+args=(--release --target wasm32-wasip1 -p meshaudit-filter --example on_log_profile)
+if rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then
+  CARGO_TARGET_DIR=target/wasm-example cargo rustc -q "${args[@]}"
+else
+  RUSTC_BOOTSTRAP=1 RUSTC=/usr/bin/rustc \
+  RUSTFLAGS="-C linker=wasm-ld-14 -C link-self-contained=no -L /usr/lib/wasm32-wasi" \
+  CARGO_TARGET_DIR=target/wasm-example \
+    /usr/bin/cargo rustc -q "${args[@]}" -Zbuild-std=std,panic_abort \
+      -- -C link-arg=/usr/lib/wasm32-wasi/crt1-command.o
+fi
+this=target/wasm-example/wasm32-wasip1/release/examples/on_log_profile.wasm
+modules=("$this" "${others[@]}")
+declare -A times
+for _ in $(seq "$rounds"); do
+  for m in "${modules[@]}"; do
+    times[$m]+="$(node scripts/bench/wasm_v8.js "$m" "$requests" "${mode[@]}" 2>/dev/null | tail -1) "
+  done
+done
+for m in "${modules[@]}"; do
+  # shellcheck disable=SC2086
+  median=$(printf '%s\n' ${times[$m]} | sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}')
+  printf '%-60s %s µs/request (median of %s: %s)\n' "$m" "$median" "$rounds" "${times[$m]% }"
+done
