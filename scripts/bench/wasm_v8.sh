@@ -39,7 +39,7 @@ modules=("$this" "${others[@]}")
 declare -A times
 for _ in $(seq "$rounds"); do
   for m in "${modules[@]}"; do
-    times[$m]+="$(node scripts/bench/wasm_v8.js "$m" "$requests" "${mode[@]}" 2>/dev/null | tail -1) "
+    times[$m]+="$(node --no-warnings scripts/bench/wasm_v8.cjs "$m" "$requests" "${mode[@]}" | tail -1) "
   done
 done
 for m in "${modules[@]}"; do

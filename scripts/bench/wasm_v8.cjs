@@ -1,13 +1,13 @@
 // Runs filter/examples/on_log_profile.wasm (the whole filter VM per request, with a
 // host written in Rust inside the module) under Node's V8 and prints its time per
 // request. The proxy-wasm imports are never called by that example; they are stubbed.
-// usage: node wasm_v8.js <module.wasm> <requests> [bodies]
+// usage: node wasm_v8.cjs <module.wasm> <requests> [bodies]
 const fs = require('fs');
 const { WASI } = require('wasi');
 const [file, ...args] = process.argv.slice(2);
 const wasi = new WASI({ version: 'preview1', args: ['on_log_profile', ...args], env: {} });
-const module = new WebAssembly.Module(fs.readFileSync(file));
-const instance = new WebAssembly.Instance(module, {
+const wasm = new WebAssembly.Module(fs.readFileSync(file));
+const instance = new WebAssembly.Instance(wasm, {
   wasi_snapshot_preview1: wasi.wasiImport,
   env: new Proxy({}, { get: () => () => 0 }),
 });
