@@ -350,13 +350,13 @@ impl<'a> Canon<'a, '_> {
         }
         // Key order (code points = UTF-8 bytes); of equal keys the last read
         // wins: a stable sort keeps them in reading order.
-        members.sort_by(|a, b| a.key.bytes().cmp(b.key.bytes()));
+        members.sort_by(|a, b| key_order(a.key.bytes(), b.key.bytes()));
         let mut written = 0usize;
         out.push(b'{');
         for (i, m) in members.iter().enumerate() {
             if members
                 .get(i + 1)
-                .is_some_and(|next| next.key.bytes() == m.key.bytes())
+                .is_some_and(|next| key_order(next.key.bytes(), m.key.bytes()).is_eq())
             {
                 continue;
             }
@@ -381,6 +381,17 @@ impl<'a> Canon<'a, '_> {
             Shape::Other
         })
     }
+}
+
+/// Byte order of two member names (code points, as UTF-8 bytes compare).
+/// Names are short: a loop here beats a call to `memcmp` in wasm.
+fn key_order(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    for (x, y) in a.iter().zip(b) {
+        if x != y {
+            return x.cmp(y);
+        }
+    }
+    a.len().cmp(&b.len())
 }
 
 /// Whether a JSON number's text (valid per the grammar) is already what the

@@ -21,6 +21,9 @@ pub struct Redactor {
     /// The redacted keys by length (the last slot: longer ones), so a body key is
     /// compared with the few of its length only.
     keys_by_len: Vec<Vec<Box<[u8]>>>,
+    /// The lowercased first bytes of the redacted keys: most body keys are
+    /// passed over on this one test.
+    first_bytes: [bool; 256],
     headers: Vec<String>,
     mode: RedactMode,
 }
@@ -35,6 +38,12 @@ impl Redactor {
                     by_len
                 },
             ),
+            first_bytes: cfg.redact_keys.iter().fold([false; 256], |mut seen, k| {
+                if let Some(&b) = k.as_bytes().first() {
+                    seen[usize::from(b.to_ascii_lowercase())] = true;
+                }
+                seen
+            }),
             headers: cfg.redact_headers.clone(),
             mode: cfg.redact_mode.clone(),
         }
@@ -47,9 +56,13 @@ impl Redactor {
     }
 
     fn is_redacted_key_bytes(&self, key: &[u8]) -> bool {
-        self.keys_by_len[length_slot(key.len())]
-            .iter()
-            .any(|k| k.eq_ignore_ascii_case(key))
+        let Some(&first) = key.first() else {
+            return !self.keys_by_len[0].is_empty(); // an empty key configured
+        };
+        self.first_bytes[usize::from(first.to_ascii_lowercase())]
+            && self.keys_by_len[length_slot(key.len())]
+                .iter()
+                .any(|k| k.eq_ignore_ascii_case(key))
     }
 
     /// Whether a header (lowercase name) is redacted.
@@ -238,6 +251,9 @@ mod tests {
         for key in ["", "b", "session", "session_idx", "password", &other_long] {
             assert!(!r.is_redacted_key(key), "{key}");
         }
+        let empty = redactor(r#"{"collector_cluster":"c","redact_keys":[""]}"#);
+        assert!(empty.is_redacted_key(""));
+        assert!(!empty.is_redacted_key("a"));
     }
 
     #[test]
