@@ -4,12 +4,14 @@
 //! The bytes are exactly those of the tree path — parse (with a depth limit),
 //! wrap a non-object as `{"_value": v}` (mobius `_as_object`), redact keys,
 //! prune ([`crate::prune`]), canonical JSON ([`crate::canonical`]) — which
-//! stays as the oracle of the differential tests. Scalars are parsed and
-//! written with the same code as the tree path; only objects differ: their
-//! members are written into a scratch buffer as they are read and copied out
-//! in key order (the last of duplicate keys wins, as a map does), skipping
-//! those pruning would drop. A body is read once and nothing but keys and
-//! scratch buffers is allocated.
+//! stays as the oracle of the differential tests. A string or number whose
+//! text is already canonical (printable ASCII without escapes; a number as
+//! Python prints it) is copied as read; other scalars are parsed and written
+//! with the same code as the tree path. Objects' members are written into a
+//! scratch buffer as they are read and copied out in key order (the last of
+//! duplicate keys wins, as a map does), skipping those pruning would drop. A
+//! body is read once and nothing but decoded keys and scratch buffers is
+//! allocated.
 
 use crate::canonical::{write_canonical, write_string};
 use crate::value::{ParseError, ParseErrorKind, Parser, Value};
