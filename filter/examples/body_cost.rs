@@ -11,26 +11,7 @@ use meshaudit_filter::vm::signer;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-fn body() -> Vec<u8> {
-    let mut b = String::from(r#"{"order":{"id":"ord-42","customer":"user-00042","items":["#);
-    let mut i = 0;
-    while b.len() < 4000 {
-        i += 1;
-        if i > 1 {
-            b.push(',');
-        }
-        b.push_str(&format!(
-            r#"{{"sku":"SKU-{i:05}","qty":{},"price":{}.99,"note":"standard"}}"#,
-            i % 7 + 1,
-            i % 90 + 10
-        ));
-    }
-    b.push_str("]}}");
-    while b.len() < 4096 {
-        b.push(' ');
-    }
-    b.into_bytes()
-}
+mod common;
 
 fn main() {
     let cfg = match parse(
@@ -43,7 +24,7 @@ fn main() {
     let redactor = Redactor::new(&cfg);
     let prepared = signer(&cfg);
     let workload = Workload::default();
-    let body = body();
+    let body = common::post_body();
     let n = 5_000;
     let (mut capture, mut tree_build, mut seal, mut one_pass) = (0.0, 0.0, 0.0, 0.0);
     let mut encoder = meshaudit_event::line::LineEncoder::new(prepared.clone());

@@ -7,6 +7,9 @@
 //! `on_log_profile N bodies`: the 4 KiB JSON POST of scripts/bench/wrk_post.lua,
 //! captured with `capture_bodies`.
 
+mod common;
+
+use common::post_body;
 use meshaudit_filter::batch::Answer;
 use meshaudit_filter::capture::serialize_header_pairs;
 use meshaudit_filter::stats::StatKind;
@@ -16,27 +19,6 @@ use std::cell::Cell;
 const CONFIG: &str = r#"{"collector_cluster":"c","api_key":"ak","signing_secret":"ss"}"#;
 const CONFIG_BODIES: &str =
     r#"{"collector_cluster":"c","api_key":"ak","signing_secret":"ss","capture_bodies":true}"#;
-
-/// The body of scripts/bench/wrk_post.lua, byte for byte.
-fn post_body() -> Vec<u8> {
-    let mut body = String::from(r#"{"order":{"id":"ord-42","customer":"user-00042","items":["#);
-    let mut i = 0;
-    while body.len() < 4000 {
-        i += 1;
-        if i > 1 {
-            body.push(',');
-        }
-        body.push_str(&format!(
-            r#"{{"sku":"SKU-{:05}","qty":{},"price":{}.99,"note":"standard"}}"#,
-            i,
-            i % 7 + 1,
-            i % 90 + 10
-        ));
-    }
-    body.push_str("]}}");
-    body.push_str(&" ".repeat(4096 - body.len()));
-    body.into_bytes()
-}
 
 struct Bench {
     config: &'static str,

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The filter's own wasm time per request in V8, without Envoy: builds
-# filter/examples/on_log_profile for wasm32-wasip1 (the toolchain recipe and
-# profile of scripts/build-wasm.sh) and runs it under Node. Repeatable to a few
+# filter/examples/on_log_profile for wasm32-wasip1 (scripts/wasm-cargo.sh, as
+# the filter) and runs it under Node. Repeatable to a few
 # per cent where Envoy's CPU per request is not; it leaves out what Envoy
 # itself spends on hostcalls, which the `hostcalls` bench part prices.
 #
@@ -23,17 +23,8 @@ while [ $# -gt 0 ]; do
   shift
 done
 command -v node >/dev/null || { echo "wasm_v8: needs Node.js (apt-get install nodejs)" >&2; exit 1; }
-export CARGO_PROFILE_RELEASE_LTO=fat CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1
-args=(--release --target wasm32-wasip1 -p meshaudit-filter --example on_log_profile)
-if rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then
-  CARGO_TARGET_DIR=target/wasm-example cargo rustc -q "${args[@]}"
-else
-  RUSTC_BOOTSTRAP=1 RUSTC=/usr/bin/rustc \
-  RUSTFLAGS="-C linker=wasm-ld-14 -C link-self-contained=no -L /usr/lib/wasm32-wasi" \
-  CARGO_TARGET_DIR=target/wasm-example \
-    /usr/bin/cargo rustc -q "${args[@]}" -Zbuild-std=std,panic_abort \
-      -- -C link-arg=/usr/lib/wasm32-wasi/crt1-command.o
-fi
+WASM_COMMAND=1 scripts/wasm-cargo.sh target/wasm-example rustc -q -p meshaudit-filter \
+  --example on_log_profile
 this=target/wasm-example/wasm32-wasip1/release/examples/on_log_profile.wasm
 modules=("$this" "${others[@]}")
 declare -A times
