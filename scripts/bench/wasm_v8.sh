@@ -10,13 +10,21 @@
 # Prints the median µs per request of this tree's build and of each OTHER
 # module (an earlier build of the same example, e.g. kept from another
 # commit), run alternately.
+#
+# --count: instead of time, the instructions V8 executes per request, counted
+# by callgrind (Ir of a run of 3N requests minus one of N, over 2N), with V8
+# made deterministic: TurboFan only (no Liftoff tier), one thread, no
+# randomised heap. The same module gives the same count to ~0.1 % on a noisy
+# machine, where the time can swing ±20 %; the count leaves out what a cycle
+# costs (cache misses, dependencies), so confirm a step's direction in time.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-mode=() rounds=5 requests=200000 others=()
+mode=() rounds=5 requests=200000 others=() count=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --bodies) mode=(bodies); requests=30000 ;;
     --rounds) rounds=$2; shift ;;
+    --count) count=1 ;;
     --requests) requests=$2; shift ;;
     *) others+=("$1") ;;
   esac
@@ -27,6 +35,22 @@ WASM_COMMAND=1 scripts/wasm-cargo.sh target/wasm-example rustc -q -p meshaudit-f
   --example on_log_profile
 this=target/wasm-example/wasm32-wasip1/release/examples/on_log_profile.wasm
 modules=("$this" "${others[@]}")
+if [ "$count" = 1 ]; then
+  command -v valgrind >/dev/null || { echo "wasm_v8: --count needs valgrind (apt-get install valgrind)" >&2; exit 1; }
+  n=$((requests / 100))
+  [ ${#mode[@]} -gt 0 ] && n=$((requests / 150))
+  ir() {
+    valgrind --tool=callgrind --smc-check=all-non-file --callgrind-out-file=/dev/null \
+      node --no-warnings --single-threaded --no-liftoff --predictable \
+      scripts/bench/wasm_v8.cjs "$1" "$2" "${mode[@]}" 2>&1 |
+      sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
+  }
+  for m in "${modules[@]}"; do
+    a=$(ir "$m" "$n") b=$(ir "$m" $((3 * n)))
+    printf '%-60s %s instructions/request\n' "$m" $(((b - a) / (2 * n)))
+  done
+  exit 0
+fi
 declare -A times
 for _ in $(seq "$rounds"); do
   for m in "${modules[@]}"; do
