@@ -564,6 +564,17 @@ mod tests {
         ] {
             check(doc);
         }
+        // larger objects, names repeated (also spelled with an escape) and
+        // in every order
+        let names = ["k", "\\u006b", "b", "a", "token", "aa", "", "z", "b"];
+        for n in [15, 16, 17, 24] {
+            for rotate in 0..names.len() {
+                let members: Vec<String> = (0..n)
+                    .map(|i| format!("\"{}\":{}", names[(i * 7 + rotate) % names.len()], i))
+                    .collect();
+                check(&format!("{{{}}}", members.join(",")));
+            }
+        }
         // an integer longer than the parser takes, at either side of the bound
         for n in [
             crate::value::MAX_INT_DIGITS,
