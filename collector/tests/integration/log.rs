@@ -824,7 +824,24 @@ async fn kill9_under_load(url: &str) {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        // ... and two checkpoints have been signed under it (a fixed wait
+        // was too short on a slow machine).
+        let mut seen = Vec::new();
+        while seen.len() < 2 {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: two checkpoints under load not seen in 30 s: {seen:?}"
+            );
+            let (status, body) = get(addr, "/checkpoint").await;
+            if status == 200 {
+                let note = String::from_utf8(body).unwrap();
+                let size = Checkpoint::verify(&note, &vkey).unwrap().size;
+                if size > 0 && !seen.contains(&size) {
+                    seen.push(size);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         collector.kill9();
         stop.store(true, Ordering::Relaxed);
         for c in clients {
