@@ -70,7 +70,7 @@ fn class(layout: Layout) -> Option<usize> {
     }
     let size = layout.size().max(SMALLEST);
     // ceil(log2(size)) - log2(SMALLEST)
-    Some((usize::BITS - (size - 1).leading_zeros()) as usize - 4)
+    Some((usize::BITS - (size - 1).leading_zeros() - SMALLEST.trailing_zeros()) as usize)
 }
 
 /// The layout of every block of class `c` (< CLASSES): what the inner

@@ -12,17 +12,18 @@
 # commit), run alternately.
 #
 # --count: instead of time, the instructions V8 executes per request, counted
-# by callgrind (Ir of a run of 3N requests minus one of N, over 2N), with V8
+# by callgrind (Ir of a run of 3N requests minus one of N, over 2N; N is
+# 2000, or 200 with --bodies), with V8
 # made deterministic: TurboFan only (no Liftoff tier), one thread, no
 # randomised heap. The same module gives the same count to ~0.1 % on a noisy
 # machine, where the time can swing ±20 %; the count leaves out what a cycle
 # costs (cache misses, dependencies), so confirm a step's direction in time.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-mode=() rounds=5 requests=200000 others=() count=0
+mode=() rounds=5 requests=200000 others=() count=0 count_n=2000
 while [ $# -gt 0 ]; do
   case "$1" in
-    --bodies) mode=(bodies); requests=30000 ;;
+    --bodies) mode=(bodies); requests=30000; count_n=200 ;;
     --rounds) rounds=$2; shift ;;
     --count) count=1 ;;
     --requests) requests=$2; shift ;;
@@ -37,8 +38,7 @@ this=target/wasm-example/wasm32-wasip1/release/examples/on_log_profile.wasm
 modules=("$this" "${others[@]}")
 if [ "$count" = 1 ]; then
   command -v valgrind >/dev/null || { echo "wasm_v8: --count needs valgrind (apt-get install valgrind)" >&2; exit 1; }
-  n=$((requests / 100))
-  [ ${#mode[@]} -gt 0 ] && n=$((requests / 150))
+  n=$count_n
   ir() {
     valgrind --tool=callgrind --smc-check=all-non-file --callgrind-out-file=/dev/null \
       node --no-warnings --single-threaded --no-liftoff --predictable \

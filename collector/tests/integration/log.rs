@@ -78,14 +78,22 @@ async fn ingest(addr: SocketAddr, prefix: &str, n: usize) {
     }
 }
 
+/// The latest checkpoint, checked against `key`; `None` before the first.
+async fn latest_checkpoint(addr: SocketAddr, key: &VerifierKey) -> Option<(String, Checkpoint)> {
+    let (status, body) = get(addr, "/checkpoint").await;
+    if status != 200 {
+        return None;
+    }
+    let note = String::from_utf8(body).unwrap();
+    let cp = Checkpoint::verify(&note, key).expect("a checkpoint signed by the key");
+    Some((note, cp))
+}
+
 /// Waits for a checkpoint of exactly `size` (the tree stops at `size`).
 async fn checkpoint_of(addr: SocketAddr, key: &VerifierKey, size: u64) -> (String, Checkpoint) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let (status, body) = get(addr, "/checkpoint").await;
-        if status == 200 {
-            let note = String::from_utf8(body).unwrap();
-            let cp = Checkpoint::verify(&note, key).expect("a checkpoint signed by the key");
+        if let Some((note, cp)) = latest_checkpoint(addr, key).await {
             assert!(cp.size <= size, "checkpoint beyond the events sent");
             if cp.size == size {
                 return (note, cp);
@@ -832,12 +840,9 @@ async fn kill9_under_load(url: &str) {
                 Instant::now() < deadline,
                 "round {round}: two checkpoints under load not seen in 30 s: {seen:?}"
             );
-            let (status, body) = get(addr, "/checkpoint").await;
-            if status == 200 {
-                let note = String::from_utf8(body).unwrap();
-                let size = Checkpoint::verify(&note, &vkey).unwrap().size;
-                if size > 0 && !seen.contains(&size) {
-                    seen.push(size);
+            if let Some((_, cp)) = latest_checkpoint(addr, &vkey).await {
+                if cp.size > 0 && !seen.contains(&cp.size) {
+                    seen.push(cp.size);
                 }
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
