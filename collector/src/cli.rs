@@ -4,7 +4,9 @@
 
 use crate::config::{DbArgs, OutputFormat, QueryArgs, RetainArgs, VerifyArgs};
 use crate::prepare::parse_rfc3339_us;
-use crate::retain::{check_cutoff, parse_age, parse_cutoff, retain as run_retain, RetainOutcome};
+use crate::retain::{
+    check_cutoff, parse_age, parse_cutoff, parse_patience, retain_with_patience, RetainOutcome,
+};
 use crate::server::open_store;
 use crate::store::{EventQuery, StoredEvent};
 use crate::verify::{verify_store, AnchorStatus, VerifyOptions, VerifyReport};
@@ -267,6 +269,10 @@ pub async fn retain(args: &RetainArgs) -> ExitCode {
         Ok(a) => a,
         Err(e) => return fail("retain", e),
     };
+    let patience = match parse_patience(&args.patience) {
+        Ok(p) => p,
+        Err(e) => return fail("retain", e),
+    };
     if let Err(e) = check_cutoff(cutoff, now, min_age) {
         if !args.force {
             return fail("retain", e);
@@ -286,7 +292,7 @@ pub async fn retain(args: &RetainArgs) -> ExitCode {
         }
         eprintln!("meshaudit-collector: retain: --force: {e}");
     }
-    match run_retain(store.as_ref(), cutoff, &args.archive, now).await {
+    match retain_with_patience(store.as_ref(), cutoff, &args.archive, now, patience).await {
         Ok(RetainOutcome::Nothing) => {
             println!("nothing received before {} to remove", cutoff.to_rfc3339());
             ExitCode::SUCCESS

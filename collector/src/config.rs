@@ -269,6 +269,11 @@ pub struct RetainArgs {
     /// Remove anyway when `--before` is later than now minus `--min-age`.
     #[arg(long)]
     pub force: bool,
+    /// How long each write step (the anchor, one chunk of deletes) keeps
+    /// trying while the database is busy or locked by ingest (`90s`, `5m`, at
+    /// most `1d`; `0s` gives up at the first refusal).
+    #[arg(long, env = "MESHAUDIT_RETAIN_PATIENCE", default_value = "5m")]
+    pub patience: String,
 }
 
 /// A secret string: its bytes are used as they are (SPEC §5), `Debug` hides them.

@@ -9,6 +9,7 @@
 //! finished by the next run). `verify` proves each anchor from its archive.
 
 use crate::chain::{ChainHead, ChainRow, ChainVerifier};
+use crate::store::limits::RETAIN_PATIENCE;
 use crate::store::{format_time, EventStore, RetentionAnchor, StoreError, StoredEvent};
 use crate::verify::PAGE;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RetainError {
@@ -31,8 +33,8 @@ pub enum RetainError {
     Broken { seq: i64, reason: String },
     #[error("--before: expected RFC 3339 or YYYY-MM-DD, got {0:?}")]
     BadDate(String),
-    #[error("--min-age: expected a whole number with s, m, h or d (e.g. 24h), got {0:?}")]
-    BadAge(String),
+    #[error("{0}: expected a whole number with s, m, h or d (e.g. 24h), got {1:?}")]
+    BadAge(&'static str, String),
     #[error(
         "--before {cutoff} is later than now minus the minimum age ({latest}): refusing to remove \
          events that young; pass an earlier date, a smaller --min-age, or --force"
@@ -77,8 +79,22 @@ pub fn parse_cutoff(s: &str) -> Result<DateTime<Utc>, RetainError> {
 
 /// `--min-age`: a whole number followed by `s`, `m`, `h` or `d`.
 pub fn parse_age(s: &str) -> Result<chrono::Duration, RetainError> {
+    parse_span("--min-age", s)
+}
+
+/// `--patience`: as `--min-age`, at most a day.
+pub fn parse_patience(s: &str) -> Result<Duration, RetainError> {
+    parse_span("--patience", s)?
+        .to_std()
+        .ok()
+        .filter(|d| *d <= Duration::from_secs(86_400))
+        .ok_or_else(|| RetainError::BadAge("--patience", s.to_owned()))
+}
+
+/// A whole number followed by `s`, `m`, `h` or `d`, for the option `flag`.
+fn parse_span(flag: &'static str, s: &str) -> Result<chrono::Duration, RetainError> {
     let t = s.trim();
-    let bad = || RetainError::BadAge(s.to_owned());
+    let bad = || RetainError::BadAge(flag, s.to_owned());
     let unit = t.chars().last().ok_or_else(bad)?;
     let n: i64 = t[..t.len() - unit.len_utf8()].parse().map_err(|_| bad())?;
     if n < 0 {
@@ -118,12 +134,26 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RetainError + '_ {
     }
 }
 
-/// Archives and removes every event received before `cutoff`.
+/// Archives and removes every event received before `cutoff`, waiting up
+/// to [`RETAIN_PATIENCE`] for a busy database at each step.
 pub async fn retain(
     store: &dyn EventStore,
     cutoff: DateTime<Utc>,
     dir: &Path,
     now: DateTime<Utc>,
+) -> Result<RetainOutcome, RetainError> {
+    retain_with_patience(store, cutoff, dir, now, RETAIN_PATIENCE).await
+}
+
+/// [`retain`], trying each write step again for up to `patience` while the
+/// database answers busy, locked or not in time (ingest holds the write
+/// lock on SQLite); a step refused for any other reason is not repeated.
+pub async fn retain_with_patience(
+    store: &dyn EventStore,
+    cutoff: DateTime<Utc>,
+    dir: &Path,
+    now: DateTime<Utc>,
+    patience: Duration,
 ) -> Result<RetainOutcome, RetainError> {
     let newest = store.retention_anchor().await?;
     if let Some(a) = &newest {
@@ -135,7 +165,7 @@ pub async fn retain(
             .first()
             .is_some_and(|r| r.seq < a.first_kept_seq)
         {
-            store.finish_removal(a.first_kept_seq).await?;
+            store.finish_removal(a.first_kept_seq, patience).await?;
         }
     }
     let first_kept = store.first_seq_received_from(cutoff).await?;
@@ -207,7 +237,7 @@ pub async fn retain(
         removed: verifier.checked() as i64,
         created_at: format_time(now),
     };
-    store.remove_before(&anchor).await?;
+    store.remove_before(&anchor, patience).await?;
     Ok(RetainOutcome::Removed {
         anchor,
         archive: final_path,
@@ -385,5 +415,20 @@ mod tests {
         assert!(check_cutoff(parse_cutoff("2026-06-09").unwrap(), now, day).is_ok());
         assert!(check_cutoff(parse_cutoff("2026-06-10").unwrap(), now, day).is_err());
         assert!(check_cutoff(parse_cutoff("2999-01-01").unwrap(), now, day).is_err());
+    }
+
+    #[test]
+    fn patience_values() {
+        assert_eq!(parse_patience("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_patience("0s").unwrap(), Duration::ZERO);
+        assert_eq!(parse_patience("1d").unwrap(), Duration::from_secs(86_400));
+        for bad in ["", "5", "-1s", "2d", "5 minutes"] {
+            let e = parse_patience(bad).unwrap_err().to_string();
+            assert!(e.starts_with("--patience: "), "{bad}: {e}");
+        }
+        assert!(parse_age("x")
+            .unwrap_err()
+            .to_string()
+            .starts_with("--min-age: "));
     }
 }

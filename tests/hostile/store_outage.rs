@@ -88,13 +88,10 @@ async fn ingest_is_served_while_retain_removes_many_rows() {
     let before = date_rfc3339(&before);
     let started = Instant::now();
     let (code, out) = tokio::task::spawn_blocking(move || {
-        // An operator's retain on a busy store may wait for the writers'
-        // lock longer than a request (3 s by default); on a slow machine the
-        // ingest below keeps the lock busy past that.
-        let mut cmd = crate::support::command();
-        cmd.env("MESHAUDIT_DB_TIMEOUT_MS", "60000");
-        meshaudit_test_support::run_with_database(
-            cmd,
+        // The defaults: on a slow machine the ingest below can keep the
+        // write lock busy past MESHAUDIT_DB_TIMEOUT_MS (3 s), and retain must
+        // wait its turn (--patience), not fail with "database is locked".
+        cli(
             &url,
             &[
                 "retain",

@@ -26,6 +26,18 @@ pub const RETAIN_CHUNK_ROWS: i64 = 2000;
 /// (SQLite's busy handler polls; a tight loop could starve it).
 pub const RETAIN_CHUNK_PAUSE: Duration = Duration::from_millis(20);
 
+/// How long `retain` keeps retrying one step (its anchor, or one chunk of
+/// deletes) that the database turns away as busy, locked or timed out, by
+/// default (`--patience`). Retention is a batch job beside live ingest: on
+/// SQLite, appends hold the one write lock often enough that a step can miss
+/// it for longer than `MESHAUDIT_DB_TIMEOUT_MS`, which is sized for answering
+/// a request, not for waiting one's turn.
+pub const RETAIN_PATIENCE: Duration = Duration::from_secs(300);
+
+/// The first and the longest pause between two tries of a `retain` step.
+const RETRY_FIRST_PAUSE: Duration = Duration::from_millis(50);
+const RETRY_MAX_PAUSE: Duration = Duration::from_secs(2);
+
 /// The database timeouts of one store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DbTimeouts {
@@ -83,6 +95,50 @@ pub async fn bounded<T>(
     }
 }
 
+/// Runs `step` until it succeeds, fails with an error that is not
+/// [`StoreError::is_unavailable`], or has been turned away for `patience`
+/// since its first try; pauses between tries grow from 50 ms to 2 s. Only for
+/// steps that are safe to repeat.
+pub async fn retry_unavailable<T, F, Fut>(
+    patience: Duration,
+    what: &'static str,
+    mut step: F,
+) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, StoreError>>,
+{
+    let started = tokio::time::Instant::now();
+    let mut pause = RETRY_FIRST_PAUSE;
+    let mut tries = 0u32;
+    loop {
+        match step().await {
+            Err(e) if e.is_unavailable() && started.elapsed() < patience => {
+                tries += 1;
+                if tries == 1 {
+                    tracing::warn!(
+                        step = what,
+                        error = %e,
+                        patience_s = patience.as_secs(),
+                        "database busy; retrying"
+                    );
+                }
+                let left = patience.saturating_sub(started.elapsed());
+                tokio::time::sleep(pause.min(left)).await;
+                pause = (pause * 2).min(RETRY_MAX_PAUSE);
+            }
+            Err(e) if e.is_unavailable() => {
+                return Err(StoreError::Refused(format!(
+                    "{what}: the database stayed busy for {} s ({tries} retries): {e}; \
+                     nothing is lost, run again (or with a longer --patience)",
+                    patience.as_secs()
+                )))
+            }
+            other => return other,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,5 +165,63 @@ mod tests {
         let r = bounded(Duration::from_millis(10), "test", slow).await;
         assert!(matches!(r, Err(StoreError::Timeout { .. })));
         assert!(r.unwrap_err().is_unavailable());
+    }
+
+    fn busy() -> StoreError {
+        StoreError::Timeout {
+            what: "test",
+            after_ms: 1,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_waits_out_a_busy_database() {
+        let tries = std::cell::Cell::new(0);
+        let r = retry_unavailable(Duration::from_secs(60), "chunk", || {
+            tries.set(tries.get() + 1);
+            let n = tries.get();
+            async move {
+                if n < 5 {
+                    Err(busy())
+                } else {
+                    Ok(n)
+                }
+            }
+        })
+        .await;
+        assert_eq!(r.unwrap(), 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_gives_up_after_its_patience() {
+        let started = tokio::time::Instant::now();
+        let tries = std::cell::Cell::new(0u32);
+        let r: Result<(), _> = retry_unavailable(Duration::from_secs(10), "chunk", || {
+            tries.set(tries.get() + 1);
+            async { Err(busy()) }
+        })
+        .await;
+        let msg = r.unwrap_err().to_string();
+        assert!(msg.contains("stayed busy for 10 s"), "{msg}");
+        assert!(msg.contains("--patience"), "{msg}");
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_secs(10) && waited < Duration::from_secs(11),
+            "{waited:?}"
+        );
+        // 50 ms doubling to 2 s: 0.05+0.1+0.2+0.4+0.8+1.6 = 3.15 s, then 2 s pauses.
+        assert_eq!(tries.get(), 11);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_does_not_repeat_a_refusal() {
+        let tries = std::cell::Cell::new(0);
+        let r: Result<(), _> = retry_unavailable(Duration::from_secs(60), "anchor", || {
+            tries.set(tries.get() + 1);
+            async { Err(StoreError::Refused("anchor not beyond the last".into())) }
+        })
+        .await;
+        assert!(r.is_err());
+        assert_eq!(tries.get(), 1);
     }
 }

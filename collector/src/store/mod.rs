@@ -235,9 +235,24 @@ pub trait EventStore: Send + Sync + 'static {
     async fn first_seq_received_from(&self, cutoff: DateTime<Utc>) -> Result<i64, StoreError>;
     /// Records `anchor`, then removes every row with `seq < anchor.first_kept_seq`
     /// in bounded chunks ([`EventStore::finish_removal`]); returns how many rows were removed.
-    async fn remove_before(&self, anchor: &RetentionAnchor) -> Result<i64, StoreError> {
-        self.record_anchor(anchor).await?;
-        self.finish_removal(anchor.first_kept_seq).await
+    /// Each step is tried again while the database is busy, for up to `patience`.
+    async fn remove_before(
+        &self,
+        anchor: &RetentionAnchor,
+        patience: std::time::Duration,
+    ) -> Result<i64, StoreError> {
+        limits::retry_unavailable(patience, "recording the retention anchor", || async {
+            // A try that timed out on our side may still have committed.
+            if self.retention_anchor().await?.is_some_and(|a| {
+                a.first_kept_seq == anchor.first_kept_seq
+                    && a.archive_sha256 == anchor.archive_sha256
+            }) {
+                return Ok(());
+            }
+            self.record_anchor(anchor).await
+        })
+        .await?;
+        self.finish_removal(anchor.first_kept_seq, patience).await
     }
     /// Appends `anchor` to `retention_log` in a short transaction under the
     /// append lock; refused unless it lies beyond every earlier anchor. Rows
@@ -262,13 +277,20 @@ pub trait EventStore: Send + Sync + 'static {
         ))
     }
     /// Deletes every row below `first_kept_seq` chunk by chunk, pausing
-    /// between chunks so appends keep their turn; an interrupted run is
-    /// finished by the next `retain`.
-    async fn finish_removal(&self, first_kept_seq: i64) -> Result<i64, StoreError> {
+    /// between chunks so appends keep their turn, and trying a chunk again
+    /// while the database is busy, for up to `patience`; an interrupted run
+    /// is finished by the next `retain`.
+    async fn finish_removal(
+        &self,
+        first_kept_seq: i64,
+        patience: std::time::Duration,
+    ) -> Result<i64, StoreError> {
         let mut removed = 0;
         loop {
-            let n = self
-                .delete_chunk_below(first_kept_seq, limits::RETAIN_CHUNK_ROWS)
+            let n =
+                limits::retry_unavailable(patience, "removing a chunk of retained rows", || {
+                    self.delete_chunk_below(first_kept_seq, limits::RETAIN_CHUNK_ROWS)
+                })
                 .await?;
             removed += n;
             if n < limits::RETAIN_CHUNK_ROWS {

@@ -82,8 +82,12 @@ impl EventStore for Poisoned {
     async fn first_seq_received_from(&self, cutoff: DateTime<Utc>) -> Result<i64, StoreError> {
         self.inner.first_seq_received_from(cutoff).await
     }
-    async fn remove_before(&self, anchor: &RetentionAnchor) -> Result<i64, StoreError> {
-        self.inner.remove_before(anchor).await
+    async fn remove_before(
+        &self,
+        anchor: &RetentionAnchor,
+        patience: std::time::Duration,
+    ) -> Result<i64, StoreError> {
+        self.inner.remove_before(anchor, patience).await
     }
 }
 
