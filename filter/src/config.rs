@@ -617,7 +617,7 @@ fn build(raw: RawConfig, env: &dyn EnvSource) -> Result<Config, ConfigError> {
             list
         }
     };
-    let skip_paths = SkipPaths::new(&skip_paths);
+    let skip_paths = SkipPaths::new(&skip_paths)?;
     let header_map = header_mapping(raw.header_map)?;
     let subject_claim = match raw.subject_claim {
         Some(c) if c.provider.is_empty() || c.claim.is_empty() => {
@@ -734,30 +734,45 @@ fn batch_signing_key(
         })
 }
 
-/// `skip_paths`, ready for the per-request check: each word's searcher is
-/// built once, not on every request.
+/// `skip_paths`, ready for the per-request check: the words are searched
+/// for together, in one linear pass over the path by an automaton built once
+/// (a searcher per word cost a pass and a set-up per word on every request).
 #[derive(Debug, Clone)]
 pub struct SkipPaths {
     prefixes: Vec<String>,
-    words: Vec<memchr::memmem::Finder<'static>>,
+    words: Option<aho_corasick::dfa::DFA>,
 }
 
 impl SkipPaths {
-    fn new(entries: &[String]) -> Self {
+    fn new(entries: &[String]) -> Result<Self, ConfigError> {
         let (prefixes, words): (Vec<&String>, Vec<&String>) =
             entries.iter().partition(|e| e.starts_with('/'));
-        SkipPaths {
+        let words = if words.is_empty() {
+            None
+        } else {
+            // The DFA alone: the crate's other automata would add ~120 KB
+            // to the module for nothing a few short words need.
+            let built = aho_corasick::dfa::DFA::builder()
+                // paths are short: a prefilter's set-up costs more than it skips
+                .prefilter(false)
+                .build(words)
+                .map_err(|e| err("skip_paths", format!("words too many or too long: {e}")))?;
+            Some(built)
+        };
+        Ok(SkipPaths {
             prefixes: prefixes.into_iter().cloned().collect(),
-            words: words
-                .into_iter()
-                .map(|w| memchr::memmem::Finder::new(w.as_bytes()).into_owned())
-                .collect(),
-        }
+            words,
+        })
     }
 
     fn matches(&self, path: &str) -> bool {
         self.prefixes.iter().any(|p| path.starts_with(p.as_str()))
-            || self.words.iter().any(|w| w.find(path.as_bytes()).is_some())
+            || self.words.as_ref().is_some_and(|w| {
+                use aho_corasick::automaton::Automaton;
+                let input = aho_corasick::Input::new(path).earliest(true);
+                // a DFA built for standard matching searches without failing
+                w.try_find(&input).is_ok_and(|m| m.is_some())
+            })
     }
 }
 
@@ -1020,6 +1035,41 @@ mod tests {
         let d = parse_ok(r#"{"collector_cluster":"c"}"#);
         assert!(d.is_skipped("/actuator/info"));
         assert!(d.is_skipped("/favicon.ico"));
+    }
+
+    /// The one-pass automaton says what a substring search per word says,
+    /// for overlapping words, words inside words, repeats and case.
+    #[test]
+    fn skip_words_match_as_substring_search_per_word() {
+        let alphabet = [b'a', b'b', b'H', b'h', b'/'];
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = |n: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n as u64) as usize
+        };
+        for _ in 0..400 {
+            let words: Vec<String> = (0..1 + next(4))
+                .map(|_| {
+                    let w: Vec<u8> = (0..1 + next(4)).map(|_| alphabet[next(4)]).collect();
+                    String::from_utf8(w).unwrap()
+                })
+                .collect();
+            let skip = SkipPaths::new(&words).unwrap();
+            for _ in 0..50 {
+                let p: Vec<u8> = (0..next(12)).map(|_| alphabet[next(5)]).collect();
+                let path = String::from_utf8(p).unwrap();
+                let want = words.iter().any(|w| {
+                    if w.starts_with('/') {
+                        path.starts_with(w)
+                    } else {
+                        path.contains(w)
+                    }
+                });
+                assert_eq!(skip.matches(&path), want, "{words:?} {path:?}");
+            }
+        }
     }
 
     #[test]
