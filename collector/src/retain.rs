@@ -34,7 +34,7 @@ pub enum RetainError {
     #[error("--before: expected RFC 3339 or YYYY-MM-DD, got {0:?}")]
     BadDate(String),
     #[error("{0}: expected a whole number with s, m, h or d (e.g. 24h), got {1:?}")]
-    BadAge(&'static str, String),
+    BadSpan(&'static str, String),
     #[error(
         "--before {cutoff} is later than now minus the minimum age ({latest}): refusing to remove \
          events that young; pass an earlier date, a smaller --min-age, or --force"
@@ -88,13 +88,13 @@ pub fn parse_patience(s: &str) -> Result<Duration, RetainError> {
         .to_std()
         .ok()
         .filter(|d| *d <= Duration::from_secs(86_400))
-        .ok_or_else(|| RetainError::BadAge("--patience", s.to_owned()))
+        .ok_or_else(|| RetainError::BadSpan("--patience", s.to_owned()))
 }
 
 /// A whole number followed by `s`, `m`, `h` or `d`, for the option `flag`.
 fn parse_span(flag: &'static str, s: &str) -> Result<chrono::Duration, RetainError> {
     let t = s.trim();
-    let bad = || RetainError::BadAge(flag, s.to_owned());
+    let bad = || RetainError::BadSpan(flag, s.to_owned());
     let unit = t.chars().last().ok_or_else(bad)?;
     let n: i64 = t[..t.len() - unit.len_utf8()].parse().map_err(|_| bad())?;
     if n < 0 {
