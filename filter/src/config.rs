@@ -1060,13 +1060,8 @@ mod tests {
             for _ in 0..50 {
                 let p: Vec<u8> = (0..next(12)).map(|_| alphabet[next(5)]).collect();
                 let path = String::from_utf8(p).unwrap();
-                let want = words.iter().any(|w| {
-                    if w.starts_with('/') {
-                        path.starts_with(w)
-                    } else {
-                        path.contains(w)
-                    }
-                });
+                // no word starts with '/' (those are prefixes, matched apart)
+                let want = words.iter().any(|w| path.contains(w.as_str()));
                 assert_eq!(skip.matches(&path), want, "{words:?} {path:?}");
             }
         }
