@@ -175,6 +175,7 @@ def markdown(results):
                   "| seconds | events committed | RSS before MiB | RSS after MiB |", "|---|---|---|---|",
                   f"| {soak['seconds']:.0f} | {soak['events']:,} | {soak['rss_before_kib'] / 1024:.1f} "
                   f"| {soak['rss_after_kib'] / 1024:.1f} |", ""]
+    lines += log_markdown(results)
     prof = results.get("profile")
     if prof:
         cols = ["wasm (V8 JIT code)", "envoy", "[kernel.kallsyms]", "libc.so.6"]
@@ -189,3 +190,28 @@ def markdown(results):
                          + " | ".join(f"{x:.1f}" for x in us) + f" | {max(0.0, other):.1f} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def log_markdown(results):
+    """The verifiable log part (`--only log`): ingest with the tree on vs off, proof latency."""
+    lines = []
+    ingest = results.get("log_ingest")
+    if ingest:
+        lines += ["### Verifiable log: ingest with the tree and checkpoints on vs off (same collector, "
+                  "built with and without them, alternating)", "",
+                  "| store | tree on events/s | tree off events/s | on / off (medians) | on / off per round | target |",
+                  "|---|---|---|---|---|---|"]
+        for backend, s in ingest.items():
+            per_round = ", ".join(f"{x:.2f}" for x in s["ratio_per_round"])
+            lines.append(f"| {backend} | {fmt(s['tree_on'], ',.0f')} | {fmt(s['tree_off'], ',.0f')} "
+                         f"| {fmt(s['ratio_of_medians'])} | {per_round} | ≥ 0.90 |")
+        lines.append("")
+    proofs = results.get("log_proofs")
+    if proofs:
+        lines += [f"### Verifiable log: proofs over HTTP on a {proofs['tree_size']:,}-leaf SQLite store", "",
+                  "| phase | proof | requests | p50 ms | p99 ms | max ms |", "|---|---|---|---|---|---|"]
+        for r in proofs["runs"]:
+            lines.append(f"| {r['phase']} | {r['kind']} | {r['requests']:,} | {fmt(r['p50_ms'], '.1f')} "
+                         f"| {fmt(r['p99_ms'], '.1f')} | {fmt(r['max_ms'], '.1f')} |")
+        lines.append("")
+    return lines

@@ -72,6 +72,17 @@ class Report(unittest.TestCase):
         self.assertAlmostEqual(s["meshaudit_bodies"]["vs_bare"], 0.8)
         self.assertIn("| 0.60 |", report.markdown({"envoy_summary": s}))
 
+    def test_the_log_part_has_its_own_tables(self):
+        # `--only log` once wrote an empty latest-log.md: markdown() knew no log results.
+        md = report.markdown({
+            "log_ingest": {"sqlite": {"tree_on": 900.0, "tree_off": 1000.0, "ratio_of_medians": 0.9,
+                                      "ratio_per_round": [0.85, 0.95]}},
+            "log_proofs": {"tree_size": 1000, "runs": [{"phase": "quiet", "kind": "inclusion", "requests": 10,
+                                                        "p50_ms": 0.5, "p99_ms": 1.25, "max_ms": 2.0}]},
+        })
+        self.assertIn("| sqlite | 900 | 1,000 | 0.90 | 0.85, 0.95 | ≥ 0.90 |", md)
+        self.assertIn("| quiet | inclusion | 10 | 0.5 | 1.2 | 2.0 |", md)
+
     def test_collector_fractions_of_each_ceiling(self):
         def run(rate, key):
             return {key: rate, "batch": {"p99_ms": 5.0}}
