@@ -145,6 +145,7 @@ def markdown(results):
         for p, v in hc.items():
             lines.append(f"| {p} | {v['ops_per_req']} | {v['cpu_us_per_req']:.1f} | {v['us_per_op']:+.2f} |")
         lines.append("")
+    lines += floor_markdown(results)
     col = results.get("collector_summary") or {}
     if col:
         lines += ["### Collector durable ingest (medians; every ingest check on)", "",
@@ -214,4 +215,65 @@ def log_markdown(results):
             lines.append(f"| {r['phase']} | {r['kind']} | {r['requests']:,} | {fmt(r['p50_ms'], '.1f')} "
                          f"| {fmt(r['p99_ms'], '.1f')} | {fmt(r['max_ms'], '.1f')} |")
         lines.append("")
+    return lines
+
+
+
+# Issue 11's targets: Envoy CPU per request as a fraction of bare (of bare POST for bodies).
+TARGETS = {"meshaudit_sink": ("bare", 0.55), "meshaudit_bodies_sink": ("bare_post", 0.35)}
+
+
+def contract_floor(results):
+    """A lower bound, in this run's own prices, of what any filter honouring SPEC §4–§5 pays per
+    request: Envoy with an empty wasm filter, plus the reads the event schema needs (four
+    properties per request: the upstream cluster, response flags, code details and the connection
+    key its per-connection facts are remembered by; the start time counted as a free clock read,
+    although the filter reads `request.time` (issue 11 step 4); the two header maps) and the
+    hashes it requires (SHA-256 + HMAC of
+    the event, priced at 800 B although an event is larger; with bodies also the body read, its
+    evidence hash and the event hash over at least the 4 KiB it holds). None when a price is
+    missing (a subset run)."""
+    env = results.get("envoy_summary") or {}
+    hc = results.get("hostcalls") or {}
+    try:
+        cpu = {v: env[v]["cpu_us_per_req"] for v in ("bare", "empty_wasm")}
+        price = {k: hc[k]["us_per_op"] for k in (
+            "6 get_property (on_log set)", "request headers as pairs", "response headers as pairs",
+            "SHA-256 of 800 B + HMAC")}
+    except (KeyError, TypeError):
+        return None
+    reads = price["6 get_property (on_log set)"] * 4 / 6 \
+        + price["request headers as pairs"] + price["response headers as pairs"]
+    floors = {"meshaudit_sink": cpu["empty_wasm"] + reads + price["SHA-256 of 800 B + HMAC"]}
+    if "bare_post" in env and "SHA-256 of 4 KiB" in hc and "read the 4 KiB request body" in hc:
+        empty_post = env["bare_post"]["cpu_us_per_req"] + cpu["empty_wasm"] - cpu["bare"]
+        floors["meshaudit_bodies_sink"] = (empty_post + reads + hc["read the 4 KiB request body"]["us_per_op"]
+                                           + 2 * hc["SHA-256 of 4 KiB"]["us_per_op"])
+    out = {}
+    for variant, floor in floors.items():
+        base, ratio = TARGETS[variant]
+        if base not in env or variant not in env:
+            continue
+        out[variant] = {"baseline_us": env[base]["cpu_us_per_req"], "target_ratio": ratio,
+                        "target_us": env[base]["cpu_us_per_req"] / ratio, "floor_us": floor,
+                        "measured_us": env[variant]["cpu_us_per_req"]}
+    return out or None
+
+
+def floor_markdown(results):
+    floor = contract_floor(results)
+    if not floor:
+        return []
+    labels = results.get("variant_labels", {})
+    lines = ["### The filter's targets against the contract's floor (this run's prices)", "",
+             "The floor is a lower bound of what any filter honouring SPEC §4–§5 costs here: Envoy with the "
+             "empty wasm filter, four property reads, both header maps and the hashes the contract requires "
+             "(`report.contract_floor`). A target below the floor cannot be met on this machine.", "",
+             "| variant | target (Envoy CPU µs/req) | contract floor, at least | measured | measured over the floor |",
+             "|---|---|---|---|---|"]
+    for v, f in floor.items():
+        lines.append(f"| {labels.get(v, v)} | {f['target_us']:.1f} ({f['target_ratio']:.2f} of "
+                     f"{f['baseline_us']:.1f}) | {f['floor_us']:.1f} | {f['measured_us']:.1f} "
+                     f"| {f['measured_us'] - f['floor_us']:+.1f} |")
+    lines.append("")
     return lines

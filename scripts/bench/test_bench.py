@@ -83,6 +83,31 @@ class Report(unittest.TestCase):
         self.assertIn("| sqlite | 900 | 1,000 | 0.90 | 0.85, 0.95 | ≥ 0.90 |", md)
         self.assertIn("| quiet | inclusion | 10 | 0.5 | 1.2 | 2.0 |", md)
 
+    def test_the_contract_floor_adds_this_runs_prices(self):
+        def cpu(us):
+            return {"cpu_us_per_req": us}
+
+        def op(us):
+            return {"us_per_op": us, "cpu_us_per_req": 0.0, "ops_per_req": 10}
+        results = {
+            "envoy_summary": {"bare": cpu(20.0), "empty_wasm": cpu(25.0), "bare_post": cpu(22.0),
+                              "meshaudit_sink": cpu(60.0), "meshaudit_bodies_sink": cpu(130.0)},
+            "hostcalls": {"6 get_property (on_log set)": op(12.0), "request headers as pairs": op(4.0),
+                          "response headers as pairs": op(3.0), "SHA-256 of 800 B + HMAC": op(10.0),
+                          "SHA-256 of 4 KiB": op(30.0), "read the 4 KiB request body": op(2.0)},
+        }
+        f = report.contract_floor(results)
+        # empty 25 + 4 of 6 properties 8 + headers 7 + hashes 10
+        self.assertAlmostEqual(f["meshaudit_sink"]["floor_us"], 50.0)
+        self.assertAlmostEqual(f["meshaudit_sink"]["target_us"], 20.0 / 0.55)
+        # bare POST 22 + the empty filter's 5 + reads 15 + body read 2 + two 4 KiB hashes 60
+        self.assertAlmostEqual(f["meshaudit_bodies_sink"]["floor_us"], 104.0)
+        self.assertIn("| 50.0 | 60.0 | +10.0 |", "\n".join(report.floor_markdown(results)))
+        # A subset run without the hostcall prices has no floor, and no table.
+        del results["hostcalls"]
+        self.assertIsNone(report.contract_floor(results))
+        self.assertEqual(report.floor_markdown(results), [])
+
     def test_collector_fractions_of_each_ceiling(self):
         def run(rate, key):
             return {key: rate, "batch": {"p99_ms": 5.0}}
