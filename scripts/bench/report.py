@@ -218,21 +218,19 @@ def log_markdown(results):
     return lines
 
 
-
 # Issue 11's targets: Envoy CPU per request as a fraction of bare (of bare POST for bodies).
 TARGETS = {"meshaudit_sink": ("bare", 0.55), "meshaudit_bodies_sink": ("bare_post", 0.35)}
 
 
 def contract_floor(results):
     """A lower bound, in this run's own prices, of what any filter honouring SPEC §4–§5 pays per
-    request: Envoy with an empty wasm filter, plus the reads the event schema needs (four
-    properties per request: the upstream cluster, response flags, code details and the connection
-    key its per-connection facts are remembered by; the start time counted as a free clock read,
-    although the filter reads `request.time` (issue 11 step 4); the two header maps) and the
-    hashes it requires (SHA-256 + HMAC of
-    the event, priced at 800 B although an event is larger; with bodies also the body read, its
-    evidence hash and the event hash over at least the 4 KiB it holds). None when a price is
-    missing (a subset run)."""
+    request: Envoy with an empty wasm filter; the reads the event schema needs (four properties:
+    the upstream cluster, the response flags, the code details and the connection key that the
+    per-connection facts are remembered by; the start time counted as a free clock read, though
+    the filter reads `request.time`, issue 11 step 4; and the two header maps); and the hashes
+    it requires (SHA-256 + HMAC of the event, priced at 800 B although an event is larger; with
+    bodies also the body read, its evidence hash and the event hash over at least the 4 KiB the
+    event holds). None when a price is missing (a subset run)."""
     env = results.get("envoy_summary") or {}
     hc = results.get("hostcalls") or {}
     try:
