@@ -221,6 +221,11 @@ def log_markdown(results):
 # Issue 11's targets: Envoy CPU per request as a fraction of bare (of bare POST for bodies).
 TARGETS = {"meshaudit_sink": ("bare", 0.55), "meshaudit_bodies_sink": ("bare_post", 0.35)}
 
+# The hostcall probes (run.py `Bench.PROBES` labels) that price each term of the floor.
+FLOOR_PROBES = {"properties": "6 get_property (on_log set)", "request_headers": "request headers as pairs",
+                "response_headers": "response headers as pairs", "event_hash": "SHA-256 of 800 B + HMAC",
+                "body_hash": "SHA-256 of 4 KiB", "body_read": "read the 4 KiB request body"}
+
 
 def contract_floor(results):
     """A lower bound, in this run's own prices, of what any filter honouring SPEC §4–§5 pays per
@@ -233,28 +238,23 @@ def contract_floor(results):
     event holds). None when a price is missing (a subset run)."""
     env = results.get("envoy_summary") or {}
     hc = results.get("hostcalls") or {}
-    try:
-        cpu = {v: env[v]["cpu_us_per_req"] for v in ("bare", "empty_wasm")}
-        price = {k: hc[k]["us_per_op"] for k in (
-            "6 get_property (on_log set)", "request headers as pairs", "response headers as pairs",
-            "SHA-256 of 800 B + HMAC")}
-    except (KeyError, TypeError):
+    price = {term: hc[label]["us_per_op"] for term, label in FLOOR_PROBES.items() if label in hc}
+    cpu = {v: env[v]["cpu_us_per_req"] for v in env}
+    reads = ("properties", "request_headers", "response_headers")
+    if not {*reads, "event_hash"} <= price.keys() or not {"bare", "empty_wasm"} <= cpu.keys():
         return None
-    reads = price["6 get_property (on_log set)"] * 4 / 6 \
-        + price["request headers as pairs"] + price["response headers as pairs"]
-    floors = {"meshaudit_sink": cpu["empty_wasm"] + reads + price["SHA-256 of 800 B + HMAC"]}
-    if "bare_post" in env and "SHA-256 of 4 KiB" in hc and "read the 4 KiB request body" in hc:
-        empty_post = env["bare_post"]["cpu_us_per_req"] + cpu["empty_wasm"] - cpu["bare"]
-        floors["meshaudit_bodies_sink"] = (empty_post + reads + hc["read the 4 KiB request body"]["us_per_op"]
-                                           + 2 * hc["SHA-256 of 4 KiB"]["us_per_op"])
+    read_cost = price["properties"] * 4 / 6 + price["request_headers"] + price["response_headers"]
+    empty_filter = cpu["empty_wasm"] - cpu["bare"]
+    floors = {"meshaudit_sink": cpu["empty_wasm"] + read_cost + price["event_hash"]}
+    if "bare_post" in cpu and {"body_read", "body_hash"} <= price.keys():
+        floors["meshaudit_bodies_sink"] = (cpu["bare_post"] + empty_filter + read_cost + price["body_read"]
+                                           + 2 * price["body_hash"])
     out = {}
     for variant, floor in floors.items():
         base, ratio = TARGETS[variant]
-        if base not in env or variant not in env:
-            continue
-        out[variant] = {"baseline_us": env[base]["cpu_us_per_req"], "target_ratio": ratio,
-                        "target_us": env[base]["cpu_us_per_req"] / ratio, "floor_us": floor,
-                        "measured_us": env[variant]["cpu_us_per_req"]}
+        if variant in cpu:
+            out[variant] = {"baseline_us": cpu[base], "target_ratio": ratio, "target_us": cpu[base] / ratio,
+                            "floor_us": floor, "measured_us": cpu[variant]}
     return out or None
 
 

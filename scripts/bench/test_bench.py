@@ -9,6 +9,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bootstraps  # noqa: E402
 import report  # noqa: E402
+import run  # noqa: E402
 
 PATHS = {"meshaudit": "/m.wasm", "access_log": "/a.log", "floor_empty": "/e.wasm", "floor_trivial": "/t.wasm"}
 
@@ -103,6 +104,8 @@ class Report(unittest.TestCase):
         # bare POST 22 + the empty filter's 5 + reads 15 + body read 2 + two 4 KiB hashes 60
         self.assertAlmostEqual(f["meshaudit_bodies_sink"]["floor_us"], 104.0)
         self.assertIn("| 50.0 | 60.0 | +10.0 |", "\n".join(report.floor_markdown(results)))
+        # Every price the floor needs is one the hostcalls part measures.
+        self.assertLessEqual(set(report.FLOOR_PROBES.values()), {label for label, *_ in run.Bench.PROBES})
         # A subset run without the hostcall prices has no floor, and no table.
         del results["hostcalls"]
         self.assertIsNone(report.contract_floor(results))
