@@ -179,7 +179,9 @@ class Bench:
 
     def wrk(self, url, script, seconds):
         env = dict(os.environ, BENCH_WRK_DONE=str(HERE / "wrk_done.lua"))
-        r = subprocess.run(self.niced([self.wrk_bin, "-t1", "-c32", f"-d{seconds}s", "--timeout", "5s",
+        # BENCH_WRK_CONNECTIONS: keep-alive connections wrk holds open (default 32).
+        conns = int(os.environ.get("BENCH_WRK_CONNECTIONS") or 32)
+        r = subprocess.run(self.niced([self.wrk_bin, "-t1", f"-c{conns}", f"-d{seconds}s", "--timeout", "5s",
                                        "-s", HERE / f"wrk_{script}.lua", url]),
                            capture_output=True, text=True, env=env)
         m = re.search(r"^BENCHJSON (\{.*\})$", r.stdout, re.M)

@@ -221,6 +221,28 @@ fn a_metadata_request_reads_little_and_once_per_connection() {
 }
 
 #[test]
+fn hundreds_of_open_connections_are_each_read_once() {
+    // A busy sidecar's inbound side: requests round-robin over 600 open
+    // keep-alive connections (Envoy numbers them in order, other
+    // connections in between).
+    let (mut vm, mock) = configured(CONFIG);
+    let conns: Vec<u64> = (0..600).map(|i| 5_000 + i * 3 / 2).collect();
+    let mut ctx = 2;
+    for _pass in 0..3 {
+        for &conn in &conns {
+            serve(&mut vm, &mock, ctx, "/orders/7", conn);
+            ctx += 1;
+        }
+    }
+    let facts_read = mock
+        .calls()
+        .iter()
+        .filter(|c| *c == "property:source.address")
+        .count();
+    assert_eq!(facts_read, conns.len(), "each connection's facts read once");
+}
+
+#[test]
 fn events_start_at_envoys_request_time_and_ship_signed_under_the_digest_scheme() {
     let (mut vm, mock) = configured(CONFIG);
     serve(&mut vm, &mock, 2, "/orders/7?x=1", 41);
