@@ -67,6 +67,8 @@ class Bench:
         self.wrk_bin = Path(shutil.which("wrk") or "/usr/bin/wrk")
         if not self.wrk_bin.exists():
             raise BenchError("wrk is missing: apt-get install wrk")
+        # BENCH_WRK_CONNECTIONS: keep-alive connections wrk holds open (default 32).
+        self.wrk_connections = int(os.environ.get("BENCH_WRK_CONNECTIONS") or 32)
         self.pg_url = os.environ.get("MESHAUDIT_BENCH_PG_URL",
                                      os.environ.get("MESHAUDIT_TEST_PG_URL",
                                                     "postgres://postgres@127.0.0.1:5432/postgres"))
@@ -179,10 +181,8 @@ class Bench:
 
     def wrk(self, url, script, seconds):
         env = dict(os.environ, BENCH_WRK_DONE=str(HERE / "wrk_done.lua"))
-        # BENCH_WRK_CONNECTIONS: keep-alive connections wrk holds open (default 32).
-        conns = int(os.environ.get("BENCH_WRK_CONNECTIONS") or 32)
-        r = subprocess.run(self.niced([self.wrk_bin, "-t1", f"-c{conns}", f"-d{seconds}s", "--timeout", "5s",
-                                       "-s", HERE / f"wrk_{script}.lua", url]),
+        r = subprocess.run(self.niced([self.wrk_bin, "-t1", f"-c{self.wrk_connections}", f"-d{seconds}s",
+                                       "--timeout", "5s", "-s", HERE / f"wrk_{script}.lua", url]),
                            capture_output=True, text=True, env=env)
         m = re.search(r"^BENCHJSON (\{.*\})$", r.stdout, re.M)
         if r.returncode != 0 or not m:
