@@ -11,6 +11,7 @@ import bootstraps  # noqa: E402
 import envoy_count  # noqa: E402
 import report  # noqa: E402
 import run  # noqa: E402
+import v8_functions  # noqa: E402
 
 PATHS = {"meshaudit": "/m.wasm", "access_log": "/a.log", "floor_empty": "/e.wasm", "floor_trivial": "/t.wasm"}
 
@@ -235,6 +236,41 @@ class EnvoyCount(unittest.TestCase):
         self.assertNotIn("meshaudit_bodies_sink", floor)  # no body prices in this run
         del items["empty_wasm"]
         self.assertIsNone(report.count_floor({"count": {"items": items}}))
+
+
+# `--dump-instr=yes`: positions are instruction addresses, absolute or relative to the last.
+INSTR_DUMP = """positions: instr line
+events: Ir
+fn=(1) 0x1000
+0x1000 0 5
++4 0 7
+cfn=(2) 0x2000
+calls=1 0x2000 0
++2 0 900
++3 0 11
+fn=(2)
+0x2000 0 100
+-4080 0 3
+"""
+PERF_MAP = ["1000 20 JS:_RNvNtCsjabKSZNdT4j_15meshaudit_event9canonical12write_string-266-turbofan\n",
+            "2000 10 JS:memcmp-595-turbofan\n"]
+
+
+class V8Functions(unittest.TestCase):
+    def test_instruction_costs_follow_relative_addresses_and_skip_calls(self):
+        costs = v8_functions.instruction_costs(INSTR_DUMP.splitlines(True))
+        self.assertEqual(costs, {0x1000: 5, 0x1004: 7, 0x1009: 11, 0x2000: 100, 0x1010: 3})
+
+    def test_costs_are_named_by_the_perf_map_and_runs_subtracted(self):
+        longer = v8_functions.instruction_costs(INSTR_DUMP.splitlines(True))
+        shorter = {0x1000: 5, 0x2000: 20}
+        entries = v8_functions.perf_map(PERF_MAP)
+        per = v8_functions.by_function([(shorter, entries, -1), (longer, entries, 1)], 2)
+        # 0x1000..0x101f is write_string (0x1010 included), 0x2000..0x2009 memcmp.
+        self.assertEqual(per, {"meshaudit_event::canonical::write_string": (7 + 11 + 3) / 2,
+                               "memcmp": 80 / 2})
+        per = v8_functions.by_function([({0x5000: 8}, entries, 1)], 1)
+        self.assertEqual(per, {"(V8 runtime and host code)": 8})
 
 
 if __name__ == "__main__":

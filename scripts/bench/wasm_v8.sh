@@ -18,14 +18,19 @@
 # randomised heap. The same module gives the same count to ~0.1 % on a noisy
 # machine, where the time can swing ±20 %; the count leaves out what a cycle
 # costs (cache misses, dependencies), so confirm a step's direction in time.
+#
+# --functions: the same count by wasm function, the top 25 (v8_functions.py
+# joins callgrind's per-instruction costs to the addresses Node's
+# --perf-basic-prof gives each compiled function).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-mode=() rounds=5 requests=200000 others=() count=0 count_n=2000
+mode=() rounds=5 requests=200000 others=() count=0 count_n=2000 functions=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --bodies) mode=(bodies); requests=30000; count_n=200 ;;
     --rounds) rounds=$2; shift ;;
     --count) count=1 ;;
+    --functions) count=1 functions=1 ;;
     --requests) requests=$2; shift ;;
     *) others+=("$1") ;;
   esac
@@ -45,6 +50,26 @@ if [ "$count" = 1 ]; then
       scripts/bench/wasm_v8.cjs "$1" "$2" "${mode[@]}" 2>&1 |
       sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
   }
+  if [ "$functions" = 1 ]; then
+    tmp=$(mktemp -d)
+    trap 'rm -rf "$tmp"' EXIT
+    for m in "${modules[@]}"; do
+      args=()
+      for k in "$n" $((3 * n)); do
+        valgrind --tool=callgrind --dump-instr=yes --smc-check=all-non-file \
+          --callgrind-out-file="$tmp/cg.$k" node --no-warnings --single-threaded --no-liftoff \
+          --predictable --perf-basic-prof scripts/bench/wasm_v8.cjs "$m" "$k" "${mode[@]}" \
+          >"$tmp/log.$k" 2>&1 &
+        pid=$!
+        wait "$pid" || { cat "$tmp/log.$k" >&2; exit 1; }
+        mv "/tmp/perf-$pid.map" "$tmp/map.$k"
+        args+=("$tmp/cg.$k" "$tmp/map.$k")
+      done
+      echo "== $m"
+      python3 scripts/bench/v8_functions.py "${args[@]}" $((2 * n))
+    done
+    exit 0
+  fi
   for m in "${modules[@]}"; do
     a=$(ir "$m" "$n") b=$(ir "$m" $((3 * n)))
     printf '%-60s %s instructions/request\n' "$m" $(((b - a) / (2 * n)))

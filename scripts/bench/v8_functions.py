@@ -1,0 +1,106 @@
+"""The filter's wasm instructions per request in V8, by function (`wasm_v8.sh --functions`).
+
+callgrind cannot name V8's JIT code, and attributes a wasm call to the jump-table slot it goes
+through, so its own per-function totals are useless there. With `--dump-instr=yes` it keeps
+the cost per instruction address, and Node's `--perf-basic-prof` writes where V8 put each
+compiled function (`/tmp/perf-<pid>.map`: start, size, name): this joins the two. Two runs (N
+and 3N requests) are subtracted, so start-up and compilation drop out.
+
+    python3 v8_functions.py DUMP_N MAP_N DUMP_3N MAP_3N REQUESTS_BETWEEN [TOP]
+"""
+
+import bisect
+import collections
+import re
+import subprocess
+import sys
+
+
+def instruction_costs(lines):
+    """Self cost (Ir) per instruction address of a callgrind dump written with
+    `--dump-instr=yes` (positions `instr line`; addresses absolute or relative to the last)."""
+    costs = collections.Counter()
+    addr = 0
+    after_calls = False
+    for line in lines:
+        if line.startswith("calls="):
+            after_calls = True
+            continue
+        first = line[:1]
+        if not (first == "0" or first in "+-*"):
+            continue
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        pos = parts[0]
+        if pos.startswith("0x"):
+            addr = int(pos, 16)
+        elif pos[0] == "+":
+            addr += int(pos[1:])
+        elif pos[0] == "-":
+            addr -= int(pos[1:])
+        if after_calls:  # the callee's inclusive cost, not this instruction's own
+            after_calls = False
+            continue
+        costs[addr] += int(parts[2])
+    return costs
+
+
+def perf_map(lines):
+    """Entries (start, size, name) of a `perf-<pid>.map`, sorted by start."""
+    entries = []
+    for line in lines:
+        start, size, name = line.rstrip("\n").split(" ", 2)
+        entries.append((int(start, 16), int(size, 16), name))
+    entries.sort()
+    return entries
+
+
+def readable(names):
+    """V8's names (`JS:<symbol>-<index>-turbofan`) → demangled Rust paths without crate hashes
+    (binutils' c++filt reads Rust's v0 symbols); as they are where c++filt is missing."""
+    names = list(names)
+    bare = [re.sub(r"-\d+-(turbofan|liftoff)$", "", re.sub(r"^JS:", "", n)) for n in names]
+    try:
+        out = subprocess.run(["c++filt"], input="\n".join(bare) + "\n", capture_output=True,
+                             text=True, check=True).stdout.splitlines()
+    except (OSError, subprocess.CalledProcessError):
+        out = bare
+    if len(out) != len(bare):
+        out = bare
+    return {n: re.sub(r"\[[0-9a-f]{1,16}\]", "", d) for n, d in zip(names, out)}
+
+
+def by_function(runs, requests):
+    """Per-request instructions by function name: `runs` is [(costs, map, sign)], the longer
+    run with sign +1 and the shorter with -1."""
+    totals = collections.Counter()
+    for costs, entries, sign in runs:
+        starts = [e[0] for e in entries]
+        for addr, ir in costs.items():
+            i = bisect.bisect_right(starts, addr) - 1
+            inside = i >= 0 and addr < entries[i][0] + entries[i][1]
+            totals[entries[i][2] if inside else "(V8 runtime and host code)"] += sign * ir
+    names = readable(totals)
+    per = collections.Counter()
+    for name, ir in totals.items():
+        per[names[name]] += ir / requests
+    return dict(per)
+
+
+def main(argv):
+    dump_a, map_a, dump_b, map_b, requests = argv[:5]
+    top = int(argv[5]) if len(argv) > 5 else 25
+    runs = []
+    for dump, pmap, sign in ((dump_a, map_a, -1), (dump_b, map_b, 1)):
+        with open(dump) as d, open(pmap) as m:
+            runs.append((instruction_costs(d), perf_map(m), sign))
+    per = by_function(runs, float(requests))
+    total = sum(per.values())
+    print(f"{total:12,.0f}  instructions per request in all")
+    for name, ir in sorted(per.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"{ir:12,.0f}  {100 * ir / total:5.1f} %  {name}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
