@@ -563,6 +563,8 @@ class Bench:
         self.results["count"] = {"warmup": warm, "requests": n, "items": counted}
 
     def count_one(self, variant, script, sink_port, warm, n, name):
+        """One variant's Envoy under callgrind: `warm` requests, counters zeroed, `n` requests,
+        a dump; its instructions per request by place (envoy_count.per_request)."""
         out = self.tmp / f"callgrind-{name}.out"
         e = self.start_envoy(variant, sink_port, name=name, ready_s=300.0, wrapper=(
             "valgrind", "--tool=callgrind", "--smc-check=all-non-file", f"--callgrind-out-file={out}"))
