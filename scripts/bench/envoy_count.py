@@ -87,17 +87,23 @@ class Client:
         self.sock.close()
 
 
-def parse_callgrind(lines):
-    """Self cost (Ir) per object of a callgrind dump: {object basename or "(unmapped)": Ir}.
+def self_costs(lines):
+    """(object, instruction address or None, Ir) for each self-cost line of a callgrind dump.
 
-    Handles the name compression of the format (`ob=(3) /path` defines, `ob=(3)` refers) and
-    skips the line after `calls=`, which is the callee's inclusive cost, not the caller's own."""
+    Handles the format's compression: names defined once as `(3) /path` and referred to as
+    `(3)`; positions (`positions: instr line` with `--dump-instr=yes`, else `line`) absolute or
+    relative to the previous line's (`+4`, `-8`, `*`). The line after `calls=` is the callee's
+    inclusive cost, not the caller's own, and is skipped."""
     names = {}
-    totals = collections.Counter()
     ob = "(unmapped)"
+    with_addr = False
+    addr = 0
     after_calls = False
     for raw in lines:
         line = raw.rstrip("\n")
+        if line.startswith("positions:"):
+            with_addr = "instr" in line.split()
+            continue
         if line.startswith(("ob=", "cob=")):
             key, _, value = line.partition("=")
             m = re.match(r"\((\d+)\)(?: (.*))?$", value)
@@ -113,13 +119,30 @@ def parse_callgrind(lines):
         if line.startswith("calls="):
             after_calls = True
             continue
-        if line[:1].isdigit() or line[:1] in "+-*":
-            parts = line.split()
-            if len(parts) >= 2:
-                if after_calls:
-                    after_calls = False
-                else:
-                    totals[ob] += int(parts[1])
+        if not (line[:1].isdigit() or line[:1] in "+-*"):
+            continue
+        parts = line.split()
+        if len(parts) < (3 if with_addr else 2):
+            continue
+        if with_addr:
+            pos = parts[0]
+            if pos.startswith("0x"):
+                addr = int(pos, 16)
+            elif pos[0] == "+":
+                addr += int(pos[1:])
+            elif pos[0] == "-":
+                addr -= int(pos[1:])
+        if after_calls:
+            after_calls = False
+            continue
+        yield ob, (addr if with_addr else None), int(parts[2 if with_addr else 1])
+
+
+def parse_callgrind(lines):
+    """Self cost (Ir) per object of a callgrind dump: {object basename or "(unmapped)": Ir}."""
+    totals = collections.Counter()
+    for ob, _, ir in self_costs(lines):
+        totals[ob] += ir
     return dict(totals)
 
 

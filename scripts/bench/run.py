@@ -484,7 +484,9 @@ class Bench:
     # (label, probe configuration, operations per request, wrk script): single operations are
     # repeated 10 times per request so their price stands out of a shared machine's noise; each
     # is compared with the probe doing nothing under the same load (GET or 4 KiB POST).
-    PROBES = (("(nothing)", "", 1, "get"),
+    # The probe doing nothing, per load: each price is measured over it.
+    NOTHING = {"get": "(nothing)", "post": "(nothing), 4 KiB POST"}
+    PROBES = ((NOTHING["get"], "", 1, "get"),
               ("clock read", "time,repeat=10", 10, "get"),
               ("get_property", "one_property,repeat=10", 10, "get"),
               ("6 get_property (on_log set)", "properties,repeat=10", 10, "get"),
@@ -493,7 +495,7 @@ class Bench:
               ("SHA-256 of 800 B + HMAC", "hash,repeat=10", 10, "get"),
               ("SHA-256 of 4 KiB", "hash_body,repeat=10", 10, "get"),
               ("all of the above, once", "request_headers,response_headers,properties,time,hash", 1, "get"),
-              ("(nothing), 4 KiB POST", "", 1, "post"),
+              (NOTHING["post"], "", 1, "post"),
               ("read the 4 KiB request body", "request_body,repeat=10", 10, "post"))
 
     def hostcalls_phase(self):
@@ -519,7 +521,7 @@ class Bench:
         finally:
             for e in envoys.values():
                 self.stop(e)
-        base = {"get": report.median(rounds["(nothing)"]), "post": report.median(rounds["(nothing), 4 KiB POST"])}
+        base = {load: report.median(rounds[label]) for load, label in self.NOTHING.items()}
         self.results["hostcalls"] = {
             label: {"cpu_us_per_req": report.median(rounds[label]), "ops_per_req": n, "load": script,
                     "us_per_op": (report.median(rounds[label]) - base[script]) / n}
@@ -553,8 +555,7 @@ class Bench:
                 log(f"count {label}: {counted[label]['total']:,.0f} instructions/request")
         finally:
             self.stop(sink)
-        base = {"get": counted.get("probe: (nothing)", {}).get("total"),
-                "post": counted.get("probe: (nothing), 4 KiB POST", {}).get("total")}
+        base = {load: counted.get(f"probe: {label}", {}).get("total") for load, label in self.NOTHING.items()}
         for label, cfg, times, script in probes:
             c = counted[f"probe: {label}"]
             if base[script] is not None:

@@ -15,34 +15,15 @@ import re
 import subprocess
 import sys
 
+import envoy_count
+
 
 def instruction_costs(lines):
     """Self cost (Ir) per instruction address of a callgrind dump written with
-    `--dump-instr=yes` (positions `instr line`; addresses absolute or relative to the last)."""
+    `--dump-instr=yes`."""
     costs = collections.Counter()
-    addr = 0
-    after_calls = False
-    for line in lines:
-        if line.startswith("calls="):
-            after_calls = True
-            continue
-        first = line[:1]
-        if not (first == "0" or first in "+-*"):
-            continue
-        parts = line.split()
-        if len(parts) < 3:
-            continue
-        pos = parts[0]
-        if pos.startswith("0x"):
-            addr = int(pos, 16)
-        elif pos[0] == "+":
-            addr += int(pos[1:])
-        elif pos[0] == "-":
-            addr -= int(pos[1:])
-        if after_calls:  # the callee's inclusive cost, not this instruction's own
-            after_calls = False
-            continue
-        costs[addr] += int(parts[2])
+    for _, addr, ir in envoy_count.self_costs(lines):
+        costs[addr] += ir
     return costs
 
 

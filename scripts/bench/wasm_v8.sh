@@ -58,7 +58,8 @@ if [ "$count" = 1 ]; then
       for k in "$n" $((3 * n)); do
         valgrind --tool=callgrind --dump-instr=yes --smc-check=all-non-file \
           --callgrind-out-file="$tmp/cg.$k" node --no-warnings --single-threaded --no-liftoff \
-          --predictable --perf-basic-prof scripts/bench/wasm_v8.cjs "$m" "$k" "${mode[@]}" \
+          --predictable --perf-basic-prof --logfile="$tmp/v8.log" --no-logfile-per-isolate \
+          scripts/bench/wasm_v8.cjs "$m" "$k" "${mode[@]}" \
           >"$tmp/log.$k" 2>&1 &
         pid=$!
         wait "$pid" || { cat "$tmp/log.$k" >&2; exit 1; }
