@@ -7,11 +7,13 @@
 //! stays as the oracle of the differential tests. A string or number whose
 //! text is already canonical (printable ASCII without escapes; a number as
 //! Python prints it) is copied as read; other scalars are parsed and written
-//! with the same code as the tree path. Objects' members are written into a
-//! scratch buffer as they are read and copied out in key order (the last of
-//! duplicate keys wins, as a map does), skipping those pruning would drop. A
-//! body is read once and nothing but decoded keys and scratch buffers is
-//! allocated.
+//! with the same code as the tree path. An object's members are noted as
+//! they are read and copied out in key order (the last of duplicate keys
+//! wins, as a map does), skipping those pruning would drop: a member written
+//! canonically already (`"name":value`, no whitespace, a scalar copied as
+//! read) straight from the input, any other from a scratch buffer it is
+//! written into as it is read. A body is read once and nothing but decoded
+//! names and scratch buffers is allocated.
 
 use crate::canonical::{write_canonical, write_string};
 use crate::value::{ParseError, ParseErrorKind, Parser, Value};
@@ -62,47 +64,46 @@ enum Mode {
     Raw,
 }
 
-/// A member name: as read when its literal is canonical already (the
-/// common case: printable ASCII, no escapes), else decoded.
-enum Key<'a> {
-    /// The literal without its quotes.
-    Plain(&'a [u8]),
-    Decoded(std::borrow::Cow<'a, str>),
-}
-
-impl Key<'_> {
-    fn bytes(&self) -> &[u8] {
-        match self {
-            Key::Plain(b) => b,
-            Key::Decoded(s) => s.as_bytes(),
-        }
-    }
-
-    fn write(&self, out: &mut Vec<u8>) {
-        match self {
-            Key::Plain(b) => {
-                out.push(b'"');
-                out.extend_from_slice(b);
-                out.push(b'"');
-            }
-            Key::Decoded(s) => write_string(s, out),
-        }
-    }
-}
-
-struct Member<'a> {
-    key: Key<'a>,
+/// Where a member's name or canonical text lies: in the input, or in a
+/// buffer of the object being written (`decoded`/`scratch`).
+#[derive(Debug, Clone, Copy)]
+struct Span {
     start: usize,
     end: usize,
+    in_input: bool,
+}
+
+/// A member read, waiting for its object to be written in key order.
+#[derive(Debug, Clone, Copy)]
+struct Member {
+    /// The name: in the input when its literal is canonical already (the
+    /// common case: printable ASCII, no escapes), else decoded in
+    /// `Canon::names`.
+    name: Span,
+    /// `"name":value`, canonical: in the input when it was written so
+    /// (an as-is name, no whitespace, a value copied as read), else in the
+    /// object's scratch buffer.
+    text: Span,
     shape: Shape,
+}
+
+impl Span {
+    fn of<'x>(&self, input: &'x [u8], other: &'x [u8]) -> &'x [u8] {
+        let from = if self.in_input { input } else { other };
+        &from[self.start..self.end]
+    }
 }
 
 struct Canon<'a, 'r> {
     p: Parser<'a>,
     redaction: &'r dyn Redaction,
-    /// Scratch buffers and member lists, reused across objects.
+    /// Scratch buffers, reused across objects; an object takes one only
+    /// for a member it cannot copy from the input.
     pool: Vec<Vec<u8>>,
-    lists: Vec<Vec<Member<'a>>>,
+    /// The members of the open objects, innermost last.
+    members: Vec<Member>,
+    /// The decoded names of the open objects' members (escaped names only).
+    names: Vec<u8>,
 }
 
 /// Appends the payload of the JSON document `input` (mobius `_as_object`,
@@ -124,7 +125,8 @@ pub fn write_payload(
         },
         redaction,
         pool: Vec::new(),
-        lists: Vec::new(),
+        members: Vec::new(),
+        names: Vec::new(),
     };
     let result = c.payload(out);
     if !matches!(result, Ok(true)) {
@@ -141,7 +143,8 @@ impl<'a> Canon<'a, '_> {
         } else {
             // `{"_value": v}`, with the member rules of any object.
             let mut v = self.take_buf();
-            let shape = self.member_value(b"_value", 0, &mut v)?;
+            let redacted = self.redaction.is_redacted(b"_value");
+            let shape = self.member_value(redacted, 0, &mut v)?;
             let kept = !shape.pruned(b"_value");
             if kept {
                 out.extend_from_slice(b"{\"_value\":");
@@ -167,15 +170,15 @@ impl<'a> Canon<'a, '_> {
         self.pool.push(b);
     }
 
-    /// The value of member `key` of a payload object: its replacement when
-    /// the key is redacted, else the value redacted and pruned.
+    /// The value of a payload object's member: its replacement when its name
+    /// is redacted, else the value redacted and pruned.
     fn member_value(
         &mut self,
-        key: &[u8],
+        redacted: bool,
         depth: usize,
         out: &mut Vec<u8>,
     ) -> Result<Shape, ParseError> {
-        if !self.redaction.is_redacted(key) {
+        if !redacted {
             return self.value(depth, out, Mode::Payload);
         }
         let replacement = if self.p.peek() == Some(b'"') {
@@ -196,19 +199,54 @@ impl<'a> Canon<'a, '_> {
         })
     }
 
+    /// Reads a scalar whose canonical JSON is its text as read: a plain
+    /// string, a canonical number, `true`, `false` or `null`. `None`, having
+    /// read nothing, for any other value (or an invalid one).
+    fn as_is(&mut self) -> Option<Shape> {
+        let p = &mut self.p;
+        let rest = &p.s[p.i..];
+        let (len, shape) = match *rest.first()? {
+            b'"' => {
+                let literal = p.plain_string()?;
+                return Some(if literal.len() == 2 {
+                    Shape::EmptyString
+                } else {
+                    Shape::Other
+                });
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = p.i;
+                let canonical = p.number_text().is_ok_and(|scan| {
+                    // A canonical float is fixed notation of at most 15
+                    // digits (finite); an integer only needs its length checked.
+                    is_canonical_number(&p.s[start..p.i])
+                        && (scan.is_float || scan.int_digits <= crate::value::MAX_INT_DIGITS)
+                });
+                if !canonical {
+                    p.i = start;
+                    return None;
+                }
+                return Some(Shape::Other);
+            }
+            b't' if rest.starts_with(b"true") => (4, Shape::Other),
+            b'f' if rest.starts_with(b"false") => (5, Shape::Other),
+            b'n' if rest.starts_with(b"null") => (4, Shape::Null),
+            _ => return None,
+        };
+        p.i += len;
+        Some(shape)
+    }
+
     fn value(&mut self, depth: usize, out: &mut Vec<u8>, mode: Mode) -> Result<Shape, ParseError> {
+        let start = self.p.i;
+        if let Some(shape) = self.as_is() {
+            out.extend_from_slice(&self.p.s[start..self.p.i]);
+            return Ok(shape);
+        }
         match self.p.peek() {
             Some(b'{') => self.object(depth + 1, out, mode),
             Some(b'[') => self.array(depth + 1, out, mode),
             Some(b'"') => {
-                if let Some(literal) = self.p.plain_string() {
-                    out.extend_from_slice(literal);
-                    return Ok(if literal.len() == 2 {
-                        Shape::EmptyString
-                    } else {
-                        Shape::Other
-                    });
-                }
                 let s = self.p.string_cow()?;
                 write_string(&s, out);
                 Ok(if s.is_empty() {
@@ -217,37 +255,23 @@ impl<'a> Canon<'a, '_> {
                     Shape::Other
                 })
             }
-            Some(b'n') => {
-                self.p.expect_literal(b"null", Value::Null)?;
-                out.extend_from_slice(b"null");
-                Ok(Shape::Null)
-            }
-            Some(b't') => {
-                self.p.expect_literal(b"true", Value::Bool(true))?;
-                out.extend_from_slice(b"true");
-                Ok(Shape::Other)
-            }
-            Some(b'f') => {
-                self.p.expect_literal(b"false", Value::Bool(false))?;
-                out.extend_from_slice(b"false");
-                Ok(Shape::Other)
-            }
+            // Not as-is: an error, reported as the tree path reports it.
+            Some(b'n') => self
+                .p
+                .expect_literal(b"null", Value::Null)
+                .map(|_| Shape::Null),
+            Some(b't') => self
+                .p
+                .expect_literal(b"true", Value::Null)
+                .map(|_| Shape::Other),
+            Some(b'f') => self
+                .p
+                .expect_literal(b"false", Value::Null)
+                .map(|_| Shape::Other),
             Some(b'N' | b'I') => Err(self.p.err(ParseErrorKind::NonFiniteNumber)),
             Some(b'-' | b'0'..=b'9') => {
-                let start = self.p.i;
-                let scan = self.p.number_text()?;
-                let text = &self.p.s[start..self.p.i];
-                // A canonical float is fixed notation of at most 15 digits
-                // (finite); an integer only needs its length checked.
-                if is_canonical_number(text)
-                    && (scan.is_float || scan.int_digits <= crate::value::MAX_INT_DIGITS)
-                {
-                    out.extend_from_slice(text);
-                } else {
-                    self.p.i = start;
-                    let n = self.p.number()?;
-                    write_canonical(&n, out);
-                }
+                let n = self.p.number()?;
+                write_canonical(&n, out);
                 Ok(Shape::Other)
             }
             None => Err(self.p.err(ParseErrorKind::UnexpectedEnd)),
@@ -306,8 +330,9 @@ impl<'a> Canon<'a, '_> {
             return Err(self.p.err(ParseErrorKind::TooDeep));
         }
         self.p.i += 1;
-        let mut buf = self.take_buf();
-        let mut members = self.lists.pop().unwrap_or_default();
+        let base = self.members.len();
+        let names_base = self.names.len();
+        let mut scratch: Option<Vec<u8>> = None;
         self.p.skip_ws();
         if self.p.peek() == Some(b'}') {
             self.p.i += 1;
@@ -320,24 +345,71 @@ impl<'a> Canon<'a, '_> {
                         Some(_) => self.p.err(ParseErrorKind::UnexpectedByte),
                     });
                 }
-                let key = match self.p.plain_string() {
-                    Some(literal) => Key::Plain(&literal[1..literal.len() - 1]),
-                    None => Key::Decoded(self.p.string_cow()?),
+                let open = self.p.i;
+                // An escaped name goes to the scratch buffer at once, as the
+                // start of the member's text.
+                let (name, written_from) = if self.p.plain_string().is_some() {
+                    let name = Span {
+                        start: open + 1,
+                        end: self.p.i - 1,
+                        in_input: true,
+                    };
+                    (name, None)
+                } else {
+                    let decoded = self.p.string_cow()?;
+                    let b = scratch.get_or_insert_with(|| self.pool.pop().unwrap_or_default());
+                    let from = b.len();
+                    write_string(&decoded, b);
+                    let start = self.names.len();
+                    self.names.extend_from_slice(decoded.as_bytes());
+                    let name = Span {
+                        start,
+                        end: self.names.len(),
+                        in_input: false,
+                    };
+                    (name, Some(from))
                 };
+                let name_end = self.p.i;
                 self.p.skip_ws();
                 self.expect(b':')?;
                 self.p.skip_ws();
-                let start = buf.len();
-                let shape = match mode {
-                    Mode::Payload => self.member_value(key.bytes(), depth, &mut buf)?,
-                    Mode::Raw => self.value(depth, &mut buf, Mode::Raw)?,
+                let redacted = mode == Mode::Payload
+                    && self.redaction.is_redacted(name.of(self.p.s, &self.names));
+                let as_read = if !redacted && written_from.is_none() && self.p.i == name_end + 1 {
+                    self.as_is()
+                } else {
+                    None
                 };
-                members.push(Member {
-                    key,
-                    start,
-                    end: buf.len(),
-                    shape,
-                });
+                let (text, shape) = match as_read {
+                    Some(shape) => {
+                        let text = Span {
+                            start: open,
+                            end: self.p.i,
+                            in_input: true,
+                        };
+                        (text, shape)
+                    }
+                    None => {
+                        let b = scratch.get_or_insert_with(|| self.pool.pop().unwrap_or_default());
+                        let from = written_from.unwrap_or_else(|| {
+                            let from = b.len();
+                            b.extend_from_slice(&self.p.s[open..name_end]);
+                            from
+                        });
+                        b.push(b':');
+                        let shape = match mode {
+                            Mode::Payload => self.member_value(redacted, depth, b)?,
+                            Mode::Raw => self.value(depth, b, Mode::Raw)?,
+                        };
+                        let text = Span {
+                            start: from,
+                            end: b.len(),
+                            in_input: false,
+                        };
+                        (text, shape)
+                    }
+                };
+                self.members.push(Member { name, text, shape });
                 self.p.skip_ws();
                 match self.p.peek() {
                     Some(b',') => self.p.i += 1,
@@ -350,33 +422,38 @@ impl<'a> Canon<'a, '_> {
                 }
             }
         }
+        let input = self.p.s;
+        let names = &self.names;
+        let scratch_bytes = scratch.as_deref().unwrap_or_default();
+        let members = &mut self.members[base..];
         // Key order (code points = UTF-8 bytes); of equal keys the last read
         // wins: a stable sort keeps them in reading order.
-        members.sort_by(|a, b| key_order(a.key.bytes(), b.key.bytes()));
+        members.sort_by(|a, b| key_order(a.name.of(input, names), b.name.of(input, names)));
         let mut written = 0usize;
         out.push(b'{');
         for (i, m) in members.iter().enumerate() {
+            let name = m.name.of(input, names);
             if members
                 .get(i + 1)
-                .is_some_and(|next| key_order(next.key.bytes(), m.key.bytes()).is_eq())
+                .is_some_and(|next| key_order(next.name.of(input, names), name).is_eq())
             {
                 continue;
             }
-            if mode == Mode::Payload && m.shape.pruned(m.key.bytes()) {
+            if mode == Mode::Payload && m.shape.pruned(name) {
                 continue;
             }
             if written > 0 {
                 out.push(b',');
             }
             written += 1;
-            m.key.write(out);
-            out.push(b':');
-            out.extend_from_slice(&buf[m.start..m.end]);
+            out.extend_from_slice(m.text.of(input, scratch_bytes));
         }
         out.push(b'}');
-        self.give_buf(buf);
-        members.clear();
-        self.lists.push(members);
+        self.members.truncate(base);
+        self.names.truncate(names_base);
+        if let Some(b) = scratch {
+            self.give_buf(b);
+        }
         Ok(if written == 0 {
             Shape::EmptyObject
         } else {
@@ -546,6 +623,9 @@ mod tests {
             // spelled with an escape, a redacted key spelled with one
             r#"{"a":"x/y","b":"\/","c":"","d":"tab	here","a":"last","a ":" "}"#,
             r#"{"password":"p","key":"","schemaid":"","x":"é"}"#,
+            // names alike in their first eight bytes (NUL pads them too)
+            r#"{"ab\u0000":1,"ab":2,"abcdefghi":3,"abcdefgh":4,"abcdefghZ":5,"abcdefghA":6}"#,
+            r#"{"\u0000":7,"":8,"abcdefgh\u0000":9,"abcdefgh":10,"ab":11,"abcdefghA":12}"#,
             "{\"s\":\"\u{7f}\",\"\u{7f}\":1,\"k\":\"caf\u{e9}\"}",
             // numbers copied as read, or through the float writer
             r#"[12345678901234567, 1.0, 1.50, 0.0001, 0.00001, -0, -0.0, 0.0, 123456789012345.6]"#,
@@ -688,14 +768,21 @@ mod tests {
                     }
                     _ => {
                         out.push('{');
+                        // Compact members are copied from the input as
+                        // read; spaced ones go through the scratch buffer.
+                        let compact = self.next().is_multiple_of(2);
                         for i in 0..self.next() % 5 {
                             if i > 0 {
-                                out.push_str(" , ");
+                                out.push_str(if compact { "," } else { " , " });
                             }
                             let key = [
                                 "a", "b", "token", "Password", "schemaid", "_value", "\u{e9}", "a",
-                            ][(self.next() % 8) as usize];
-                            out.push_str(&format!("\"{key}\": "));
+                                "\\u0061",
+                            ][(self.next() % 9) as usize];
+                            out.push_str(&format!("\"{key}\":"));
+                            if !compact {
+                                out.push(' ');
+                            }
                             self.doc(depth + 1, out);
                         }
                         out.push('}');

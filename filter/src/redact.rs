@@ -21,9 +21,11 @@ pub struct Redactor {
     /// The redacted keys by length (the last slot: longer ones), so a body key is
     /// compared with the few of its length only.
     keys_by_len: Vec<Vec<Box<[u8]>>>,
-    /// The lowercased first bytes of the redacted keys: most body keys are
-    /// passed over on this one test.
-    first_bytes: [bool; 256],
+    /// For each lowercased first byte, then last byte, the length slots of
+    /// the redacted keys with that byte there (bit `length_slot`): most body
+    /// keys are passed over on these two lookups, without a comparison.
+    first_bytes: [u64; 256],
+    last_bytes: [u64; 256],
     headers: Vec<String>,
     mode: RedactMode,
 }
@@ -38,12 +40,8 @@ impl Redactor {
                     by_len
                 },
             ),
-            first_bytes: cfg.redact_keys.iter().fold([false; 256], |mut seen, k| {
-                if let Some(&b) = k.as_bytes().first() {
-                    seen[usize::from(b.to_ascii_lowercase())] = true;
-                }
-                seen
-            }),
+            first_bytes: slots_by_byte(&cfg.redact_keys, |k| k.first()),
+            last_bytes: slots_by_byte(&cfg.redact_keys, |k| k.last()),
             headers: cfg.redact_headers.clone(),
             mode: cfg.redact_mode.clone(),
         }
@@ -59,8 +57,12 @@ impl Redactor {
         let Some(&first) = key.first() else {
             return !self.keys_by_len[0].is_empty(); // an empty key configured
         };
-        self.first_bytes[usize::from(first.to_ascii_lowercase())]
-            && self.keys_by_len[length_slot(key.len())]
+        let slot = length_slot(key.len());
+        let last = key[key.len() - 1];
+        let bit = 1u64 << slot;
+        self.first_bytes[usize::from(first.to_ascii_lowercase())] & bit != 0
+            && self.last_bytes[usize::from(last.to_ascii_lowercase())] & bit != 0
+            && self.keys_by_len[slot]
                 .iter()
                 .any(|k| k.eq_ignore_ascii_case(key))
     }
@@ -153,6 +155,16 @@ const LENGTH_SLOTS: usize = 64;
 
 fn length_slot(len: usize) -> usize {
     len.min(LENGTH_SLOTS - 1)
+}
+
+/// The length slots of `keys` (bits) by the lowercased byte `at` picks.
+fn slots_by_byte(keys: &[String], at: impl Fn(&[u8]) -> Option<&u8>) -> [u64; 256] {
+    keys.iter().fold([0; 256], |mut slots, k| {
+        if let Some(&b) = at(k.as_bytes()) {
+            slots[usize::from(b.to_ascii_lowercase())] |= 1 << length_slot(k.len());
+        }
+        slots
+    })
 }
 
 fn hmac_tag(key: &[u8], value: &[u8]) -> String {
@@ -254,6 +266,30 @@ mod tests {
         let empty = redactor(r#"{"collector_cluster":"c","redact_keys":[""]}"#);
         assert!(empty.is_redacted_key(""));
         assert!(!empty.is_redacted_key("a"));
+    }
+
+    #[test]
+    fn near_misses_of_the_default_keys_are_not_redacted() {
+        let r = redactor(r#"{"collector_cluster":"c"}"#);
+        // same first byte and length, same last byte and length, both but
+        // another middle, and the keys themselves in any case
+        for key in [
+            "sku", "son", "ssx", "tokez", "tbken", "pAssword", "Passwd", "CVV", "Ssn",
+        ] {
+            let expected = ["passwd", "password", "cvv", "ssn"]
+                .iter()
+                .any(|k| k.eq_ignore_ascii_case(key));
+            assert_eq!(r.is_redacted_key(key), expected, "{key}");
+        }
+        for key in [
+            "api_key",
+            "API_KEY",
+            "refresh_token",
+            "Authorization",
+            "secret",
+        ] {
+            assert!(r.is_redacted_key(key), "{key}");
+        }
     }
 
     #[test]
