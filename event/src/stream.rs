@@ -85,6 +85,22 @@ struct Member {
     /// object's scratch buffer.
     text: Span,
     shape: Shape,
+    redacted: bool,
+}
+
+/// The member names of the last payload object read at one depth, and what
+/// was decided about them: in an array of like objects (one sequence of
+/// names, the common case) the others skip the redaction test and the sort.
+#[derive(Debug, Default)]
+struct Layout {
+    /// Kept only when every name was as read (in the input).
+    valid: bool,
+    /// The names in reading order, as spans of the input.
+    names: Vec<(usize, usize)>,
+    redacted: Vec<bool>,
+    /// The members to write, by reading index, in key order: of equal names
+    /// the last read (as a map keeps it).
+    order: Vec<u32>,
 }
 
 impl Span {
@@ -104,6 +120,8 @@ struct Canon<'a, 'r> {
     members: Vec<Member>,
     /// The decoded names of the open objects' members (escaped names only).
     names: Vec<u8>,
+    /// By depth.
+    layouts: Vec<Layout>,
 }
 
 /// Appends the payload of the JSON document `input` (mobius `_as_object`,
@@ -127,6 +145,7 @@ pub fn write_payload(
         pool: Vec::new(),
         members: Vec::new(),
         names: Vec::new(),
+        layouts: Vec::new(),
     };
     let result = c.payload(out);
     if !matches!(result, Ok(true)) {
@@ -333,6 +352,18 @@ impl<'a> Canon<'a, '_> {
         let base = self.members.len();
         let names_base = self.names.len();
         let mut scratch: Option<Vec<u8>> = None;
+        // The layout of the last object at this depth, while this one's names
+        // are the same so far (`same`).
+        let mut layout = match mode {
+            Mode::Payload => {
+                if self.layouts.len() <= depth {
+                    self.layouts.resize_with(depth + 1, Layout::default);
+                }
+                std::mem::take(&mut self.layouts[depth])
+            }
+            Mode::Raw => Layout::default(),
+        };
+        let mut same = layout.valid;
         self.p.skip_ws();
         if self.p.peek() == Some(b'}') {
             self.p.i += 1;
@@ -373,8 +404,19 @@ impl<'a> Canon<'a, '_> {
                 self.p.skip_ws();
                 self.expect(b':')?;
                 self.p.skip_ws();
-                let redacted = mode == Mode::Payload
-                    && self.redaction.is_redacted(name.of(self.p.s, &self.names));
+                let redacted = mode == Mode::Payload && {
+                    let i = self.members.len() - base;
+                    same = same
+                        && name.in_input
+                        && layout.names.get(i).is_some_and(|&(start, end)| {
+                            same_bytes(&self.p.s[start..end], &self.p.s[name.start..name.end])
+                        });
+                    if same {
+                        layout.redacted[i]
+                    } else {
+                        self.redaction.is_redacted(name.of(self.p.s, &self.names))
+                    }
+                };
                 let as_read = if !redacted && written_from.is_none() && self.p.i == name_end + 1 {
                     self.as_is()
                 } else {
@@ -409,7 +451,12 @@ impl<'a> Canon<'a, '_> {
                         (text, shape)
                     }
                 };
-                self.members.push(Member { name, text, shape });
+                self.members.push(Member {
+                    name,
+                    text,
+                    shape,
+                    redacted,
+                });
                 self.p.skip_ws();
                 match self.p.peek() {
                     Some(b',') => self.p.i += 1,
@@ -425,21 +472,42 @@ impl<'a> Canon<'a, '_> {
         let input = self.p.s;
         let names = &self.names;
         let scratch_bytes = scratch.as_deref().unwrap_or_default();
-        let members = &mut self.members[base..];
-        // Key order (code points = UTF-8 bytes); of equal keys the last read
-        // wins: a stable sort keeps them in reading order.
-        members.sort_by(|a, b| key_order(a.name.of(input, names), b.name.of(input, names)));
+        let members = &self.members[base..];
+        if !(same && members.len() == layout.names.len()) {
+            layout.valid = mode == Mode::Payload && members.iter().all(|m| m.name.in_input);
+            layout.names.clear();
+            layout.redacted.clear();
+            if layout.valid {
+                for m in members {
+                    layout.names.push((m.name.start, m.name.end));
+                    layout.redacted.push(m.redacted);
+                }
+            }
+            // Key order (code points = UTF-8 bytes); of equal keys the last
+            // read wins: a stable sort keeps them in reading order.
+            let name = |k: u32| members[k as usize].name.of(input, names);
+            let order = &mut layout.order;
+            order.clear();
+            order.extend(0..members.len() as u32);
+            order.sort_by(|&a, &b| key_order(name(a), name(b)));
+            let mut kept = 0;
+            for k in 0..order.len() {
+                if order
+                    .get(k + 1)
+                    .is_some_and(|&next| key_order(name(next), name(order[k])).is_eq())
+                {
+                    continue;
+                }
+                order[kept] = order[k];
+                kept += 1;
+            }
+            order.truncate(kept);
+        }
         let mut written = 0usize;
         out.push(b'{');
-        for (i, m) in members.iter().enumerate() {
-            let name = m.name.of(input, names);
-            if members
-                .get(i + 1)
-                .is_some_and(|next| key_order(next.name.of(input, names), name).is_eq())
-            {
-                continue;
-            }
-            if mode == Mode::Payload && m.shape.pruned(name) {
+        for &k in &layout.order {
+            let m = &members[k as usize];
+            if mode == Mode::Payload && m.shape.pruned(m.name.of(input, names)) {
                 continue;
             }
             if written > 0 {
@@ -449,6 +517,9 @@ impl<'a> Canon<'a, '_> {
             out.extend_from_slice(m.text.of(input, scratch_bytes));
         }
         out.push(b'}');
+        if mode == Mode::Payload {
+            self.layouts[depth] = layout;
+        }
         self.members.truncate(base);
         self.names.truncate(names_base);
         if let Some(b) = scratch {
@@ -460,6 +531,11 @@ impl<'a> Canon<'a, '_> {
             Shape::Other
         })
     }
+}
+
+/// Whether two member names are the same bytes (a loop, as [`key_order`]).
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
 }
 
 /// Byte order of two member names (code points, as UTF-8 bytes compare).
@@ -623,6 +699,9 @@ mod tests {
             // spelled with an escape, a redacted key spelled with one
             r#"{"a":"x/y","b":"\/","c":"","d":"tab	here","a":"last","a ":" "}"#,
             r#"{"password":"p","key":"","schemaid":"","x":"é"}"#,
+            // a layout is not kept for an object with a decoded name: its
+            // span (here 0..1 of the decoded names) is not the input's
+            r#"[{"\u007f":1,"~":2},{"[":1,"~":2}]"#,
             // names alike in their first eight bytes (NUL pads them too)
             r#"{"ab\u0000":1,"ab":2,"abcdefghi":3,"abcdefgh":4,"abcdefghZ":5,"abcdefghA":6}"#,
             r#"{"\u0000":7,"":8,"abcdefgh\u0000":9,"abcdefgh":10,"ab":11,"abcdefghA":12}"#,
@@ -795,6 +874,65 @@ mod tests {
             let mut doc = String::new();
             g.doc(0, &mut doc);
             check(&doc);
+        }
+    }
+
+    #[test]
+    fn matches_the_tree_path_on_arrays_of_like_objects() {
+        // Objects after the first of an array reuse its layout (names,
+        // redaction, order) while their names are the same: vary a name, the
+        // count, duplicates, escapes, pruned values and redacted originals
+        // (raw objects at the same depth) to reach every way out of it.
+        let mut g: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move |n: u64| {
+            g ^= g << 13;
+            g ^= g >> 7;
+            g ^= g << 17;
+            g % n
+        };
+        let names = [
+            "sku", "qty", "token", "note", "a", "\\u0061", "schemaid", "price", "sku",
+        ];
+        let values = [
+            "1",
+            "null",
+            "\"\"",
+            "{}",
+            "[]",
+            "\"x\"",
+            "2.50",
+            "{\"a\":null}",
+            "{\"b\":1,\"a\":2}",
+            "{\"token\":1,\"a\":2}",
+        ];
+        for _ in 0..3_000 {
+            let template: Vec<&str> = (0..1 + next(5)).map(|_| names[next(9) as usize]).collect();
+            let mut items = Vec::new();
+            for _ in 0..1 + next(4) {
+                let mut these = template.clone();
+                match next(6) {
+                    0 => {
+                        let at = next(these.len() as u64) as usize;
+                        these[at] = names[next(9) as usize];
+                    }
+                    1 => these.push(names[next(9) as usize]),
+                    2 if these.len() > 1 => {
+                        these.pop();
+                    }
+                    _ => {}
+                }
+                let sep = if next(3) == 0 { ": " } else { ":" };
+                let members: Vec<String> = these
+                    .iter()
+                    .map(|n| format!("\"{n}\"{sep}{}", values[next(10) as usize]))
+                    .collect();
+                items.push(format!("{{{}}}", members.join(",")));
+            }
+            check(&format!(
+                "{{\"items\":[{}],\"token\":{}}}",
+                items.join(","),
+                items[0]
+            ));
         }
     }
 }

@@ -128,12 +128,15 @@ pub fn payload(body: &BodyCapture, redactor: &Redactor) -> Option<Value> {
 /// a JSON body in one pass without a tree
 /// ([`meshaudit_event::stream::write_payload`]); forms, text and bodies
 /// that are not UTF-8 through the tree. `None` for an empty payload.
+///
+/// A body is not checked for UTF-8 first: the one-pass writer refuses any
+/// byte that is not (non-ASCII outside a string, a string that is not
+/// UTF-8), so what it accepts is UTF-8 and the rest falls to the tree.
 pub fn payload_bytes(body: &BodyCapture, redactor: &Redactor) -> Option<Vec<u8>> {
     if body.encoded || body.kept.is_empty() {
         return None;
     }
-    if body.media != "application/x-www-form-urlencoded" && std::str::from_utf8(&body.kept).is_ok()
-    {
+    if body.media != "application/x-www-form-urlencoded" {
         let mut out = Vec::with_capacity(body.kept.len() + 16);
         match meshaudit_event::stream::write_payload(
             &body.kept,
@@ -749,6 +752,13 @@ mod tests {
             ("application/json", br#"{"a":NaN}"#),
             ("application/json", b"not json \xff\xfe"),
             ("application/json", b"{\"a\":\"caf\xc3\xa9\"}"),
+            // not UTF-8 somewhere in otherwise valid JSON: `_raw`, as the tree
+            ("application/json", b"{\"a\":\"\xff\"}"),
+            ("application/json", b"{\"\xc3\":1}"),
+            ("application/json", b"{\"password\":\"p\xffw\"}"),
+            ("application/json", b"{\"token\":{\"\xfe\":1}}"),
+            ("application/json", b"{\"a\":1}\xff"),
+            ("application/json", b"[\"\xed\xa0\x80\"]"),
             ("text/plain", b"hello"),
             ("application/x-www-form-urlencoded", b"a=1&password=x&a=2"),
         ];
