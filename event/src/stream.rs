@@ -73,6 +73,13 @@ struct Span {
     in_input: bool,
 }
 
+impl Span {
+    fn of<'x>(&self, input: &'x [u8], other: &'x [u8]) -> &'x [u8] {
+        let from = if self.in_input { input } else { other };
+        &from[self.start..self.end]
+    }
+}
+
 /// A member read, waiting for its object to be written in key order.
 #[derive(Debug, Clone, Copy)]
 struct Member {
@@ -101,13 +108,6 @@ struct Layout {
     /// The members to write, by reading index, in key order: of equal names
     /// the last read (as a map keeps it).
     order: Vec<u32>,
-}
-
-impl Span {
-    fn of<'x>(&self, input: &'x [u8], other: &'x [u8]) -> &'x [u8] {
-        let from = if self.in_input { input } else { other };
-        &from[self.start..self.end]
-    }
 }
 
 struct Canon<'a, 'r> {
