@@ -272,6 +272,29 @@ class V8Functions(unittest.TestCase):
         per = v8_functions.by_function([({0x5000: 8}, entries, 1)], 1)
         self.assertEqual(per, {"(V8 runtime and host code)": 8})
 
+    def test_annotate_lists_one_function_with_runs_per_request(self):
+        code = ["name: _RNvNtCsjabKSZNdT4j_15meshaudit_event9canonical12write_string\n",
+                "index: 266\n", "kind: wasm function\n",
+                "Instructions (size = 12)\n",
+                "0x1000     0  55                   push rbp\n",
+                "0x1004     4  4889e5               REX.W movq rbp,rsp\n",
+                "0x1009     9  c3                   retl\n",
+                "name: memcmp\n",
+                "0x2000     0  c3                   retl\n"]
+        listing = v8_functions.code_listing(code)
+        self.assertEqual(listing["memcmp"], [(0x2000, "retl")])
+        costs = v8_functions.instruction_costs(INSTR_DUMP.splitlines(True))
+        name, rows, often = v8_functions.annotate(costs, listing, "write_string", 1)
+        self.assertEqual(name, "meshaudit_event::canonical::write_string")
+        self.assertEqual(rows, [(5, 0x1000, "push rbp"), (7, 0x1004, "REX.W movq rbp,rsp"),
+                                (11, 0x1009, "retl")])
+        self.assertEqual(often, {5: 1, 7: 1, 11: 1})
+        self.assertIsNone(v8_functions.annotate(costs, listing, "no_such_fn", 1))
+        listing = {"_RNvMs0_NtCsjabKSZNdT4j_15meshaudit_event6streamNtB5_5Canon6object":
+                   [(0x1000, "push rbp")]}
+        name, _, _ = v8_functions.annotate(costs, listing, "Canon::object", 1)
+        self.assertEqual(name, "<meshaudit_event::stream::Canon>::object")
+
 
 if __name__ == "__main__":
     unittest.main()

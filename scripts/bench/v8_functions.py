@@ -7,6 +7,11 @@ compiled function (`/tmp/perf-<pid>.map`: start, size, name): this joins the two
 and 3N requests) are subtracted, so start-up and compilation drop out.
 
     python3 v8_functions.py DUMP_N MAP_N DUMP_3N MAP_3N REQUESTS_BETWEEN [TOP]
+
+`--annotate PATTERN DUMP CODE REQUESTS` (`wasm_v8.sh --annotate`): one function's machine code
+as V8 compiled it (Node's `--print-wasm-code`, printed by the run callgrind counted, so the
+addresses agree) with how many times per request each instruction ran, and how many of the
+function's instructions run how often (per member, per object, per byte...).
 """
 
 import bisect
@@ -69,7 +74,58 @@ def by_function(runs, requests):
     return dict(per)
 
 
+CODE_LINE = re.compile(r"(0x[0-9a-f]+)\s+[0-9a-f]+\s+[0-9a-f]+\s+(.*)$")
+
+
+def code_listing(lines):
+    """{function name: [(address, instruction)]} of V8's `--print-wasm-code` output."""
+    listing = {}
+    current = None
+    for line in lines:
+        if line.startswith("name: "):
+            current = listing.setdefault(line[6:].strip(), [])
+            continue
+        m = CODE_LINE.match(line.rstrip("\n"))
+        if m and current is not None:
+            current.append((int(m.group(1), 16), m.group(2).strip()))
+    return listing
+
+
+def annotate(costs, listing, pattern, requests):
+    """(name, [(runs per request, address, instruction)], {runs per request: instructions}) of
+    the first function whose readable name contains `pattern`; None when none does."""
+    names = readable(listing)
+    for raw, code in listing.items():
+        # `<a::Canon>::object` is found as `Canon::object` too.
+        if (pattern in names[raw] or pattern in re.sub(r"[<>]", "", names[raw])) and code:
+            rows = [(costs.get(addr, 0) / requests, addr, text) for addr, text in code]
+            often = collections.Counter()
+            for runs, _, _ in rows:
+                if runs:
+                    often[round(runs)] += 1
+            return names[raw], rows, dict(often)
+    return None
+
+
+def main_annotate(pattern, dump, code, requests):
+    with open(dump) as d, open(code, errors="replace") as c:
+        found = annotate(instruction_costs(d), code_listing(c), pattern, float(requests))
+    if found is None:
+        sys.exit(f"v8_functions: no compiled wasm function matches {pattern!r}")
+    name, rows, often = found
+    total = sum(runs for runs, _, _ in rows)
+    print(f"== {name}: {total:,.0f} instructions per request")
+    print("runs/request  instructions  (the function's instructions by how often they run)")
+    for runs, n in sorted(often.items(), key=lambda kv: -kv[0] * kv[1])[:12]:
+        print(f"{runs:12,}  {n:12,}  = {runs * n:,.0f}")
+    for runs, addr, text in rows:
+        print(f"{runs:10,.1f}  {addr:x}  {text}")
+
+
 def main(argv):
+    if argv[:1] == ["--annotate"]:
+        main_annotate(*argv[1:5])
+        return
     dump_a, map_a, dump_b, map_b, requests = argv[:5]
     top = int(argv[5]) if len(argv) > 5 else 25
     runs = []

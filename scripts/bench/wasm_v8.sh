@@ -22,15 +22,22 @@
 # --functions: the same count by wasm function, the top 25 (v8_functions.py
 # joins callgrind's per-instruction costs to the addresses Node's
 # --perf-basic-prof gives each compiled function).
+#
+# --annotate PATTERN: one function (the first whose name contains PATTERN,
+# e.g. Canon::object) as V8's machine code, each instruction with how many
+# times per request it ran, over the 3N requests of one run (callgrind joined
+# to --print-wasm-code of that run; the function's total agrees with
+# --functions, whose two runs cancel start-up out).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-mode=() rounds=5 requests=200000 others=() count=0 count_n=2000 functions=0
+mode=() rounds=5 requests=200000 others=() count=0 count_n=2000 functions=0 pattern=
 while [ $# -gt 0 ]; do
   case "$1" in
     --bodies) mode=(bodies); requests=30000; count_n=200 ;;
     --rounds) rounds=$2; shift ;;
     --count) count=1 ;;
     --functions) count=1 functions=1 ;;
+    --annotate) count=1 pattern=$2; shift ;;
     --requests) requests=$2; shift ;;
     *) others+=("$1") ;;
   esac
@@ -50,6 +57,17 @@ if [ "$count" = 1 ]; then
       scripts/bench/wasm_v8.cjs "$1" "$2" "${mode[@]}" 2>&1 |
       sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
   }
+  if [ -n "$pattern" ]; then
+    tmp=$(mktemp -d)
+    trap 'rm -rf "$tmp"' EXIT
+    k=$((3 * n))
+    valgrind --tool=callgrind --dump-instr=yes --smc-check=all-non-file \
+      --callgrind-out-file="$tmp/cg" node --no-warnings --single-threaded --no-liftoff \
+      --predictable --print-wasm-code scripts/bench/wasm_v8.cjs "${modules[0]}" "$k" "${mode[@]}" \
+      >"$tmp/code" 2>"$tmp/log" || { cat "$tmp/log" >&2; exit 1; }
+    python3 scripts/bench/v8_functions.py --annotate "$pattern" "$tmp/cg" "$tmp/code" "$k"
+    exit 0
+  fi
   if [ "$functions" = 1 ]; then
     tmp=$(mktemp -d)
     trap 'rm -rf "$tmp"' EXIT
