@@ -25,6 +25,8 @@ pub mod line;
 pub mod prune;
 pub mod schema;
 pub mod stream;
+#[cfg(test)]
+mod test_gen;
 pub mod value;
 mod value_serde;
 pub mod workload_key;

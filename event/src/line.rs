@@ -482,6 +482,7 @@ pub fn sealed_line(e: &HttpEvent, schema: Schema, signer: &Signer) -> Vec<u8> {
 mod tests {
     use super::*;
     use crate::integrity::{seal, sign_hash};
+    use crate::test_gen::Gen;
     use crate::{canonical, parse};
 
     /// The reference: the event crate's own path.
@@ -498,18 +499,7 @@ mod tests {
         canonical(&v)
     }
 
-    struct Gen(u64);
-
     impl Gen {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-            &items[(self.next() % items.len() as u64) as usize]
-        }
         fn s(&mut self) -> Option<String> {
             let pool: &[Option<&str>] = &[
                 None,

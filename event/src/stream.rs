@@ -102,9 +102,9 @@ struct Member {
 struct Layout {
     /// Kept only when every name was as read (in the input).
     valid: bool,
-    /// The names in reading order, as spans of the input.
-    names: Vec<(usize, usize)>,
-    redacted: Vec<bool>,
+    /// The names in reading order (spans of the input), each with whether
+    /// it is redacted.
+    names: Vec<(Span, bool)>,
     /// The members to write, by reading index, in key order: of equal names
     /// the last read (as a map keeps it).
     order: Vec<u32>,
@@ -388,7 +388,7 @@ impl<'a> Canon<'a, '_> {
                     (name, None)
                 } else {
                     let decoded = self.p.string_cow()?;
-                    let b = scratch.get_or_insert_with(|| self.pool.pop().unwrap_or_default());
+                    let b = scratch.get_or_insert_with(|| self.take_buf());
                     let from = b.len();
                     write_string(&decoded, b);
                     let start = self.names.len();
@@ -408,11 +408,15 @@ impl<'a> Canon<'a, '_> {
                     let i = self.members.len() - base;
                     same = same
                         && name.in_input
-                        && layout.names.get(i).is_some_and(|&(start, end)| {
-                            same_bytes(&self.p.s[start..end], &self.p.s[name.start..name.end])
+                        && layout.names.get(i).is_some_and(|(seen, _)| {
+                            key_order(
+                                &self.p.s[seen.start..seen.end],
+                                &self.p.s[name.start..name.end],
+                            )
+                            .is_eq()
                         });
                     if same {
-                        layout.redacted[i]
+                        layout.names[i].1
                     } else {
                         self.redaction.is_redacted(name.of(self.p.s, &self.names))
                     }
@@ -432,7 +436,7 @@ impl<'a> Canon<'a, '_> {
                         (text, shape)
                     }
                     None => {
-                        let b = scratch.get_or_insert_with(|| self.pool.pop().unwrap_or_default());
+                        let b = scratch.get_or_insert_with(|| self.take_buf());
                         let from = written_from.unwrap_or_else(|| {
                             let from = b.len();
                             b.extend_from_slice(&self.p.s[open..name_end]);
@@ -476,12 +480,10 @@ impl<'a> Canon<'a, '_> {
         if !(same && members.len() == layout.names.len()) {
             layout.valid = mode == Mode::Payload && members.iter().all(|m| m.name.in_input);
             layout.names.clear();
-            layout.redacted.clear();
             if layout.valid {
-                for m in members {
-                    layout.names.push((m.name.start, m.name.end));
-                    layout.redacted.push(m.redacted);
-                }
+                layout
+                    .names
+                    .extend(members.iter().map(|m| (m.name, m.redacted)));
             }
             // Key order (code points = UTF-8 bytes); of equal keys the last
             // read wins: a stable sort keeps them in reading order.
@@ -533,11 +535,6 @@ impl<'a> Canon<'a, '_> {
     }
 }
 
-/// Whether two member names are the same bytes (a loop, as [`key_order`]).
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
-}
-
 /// Byte order of two member names (code points, as UTF-8 bytes compare).
 /// Names are short: a loop here beats a call to `memcmp` in wasm.
 fn key_order(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
@@ -585,6 +582,7 @@ fn is_canonical_number(text: &[u8]) -> bool {
 mod tests {
     use super::*;
     use crate::canonical::canonical;
+    use crate::test_gen::Gen;
     use crate::value::{parse_with_depth, Map};
 
     /// Masks `password` and `token` (any case); non-strings become their
@@ -601,6 +599,59 @@ mod tests {
             match original {
                 Redacted::Str(s) => format!("<{}>", s.len()),
                 Redacted::Json(j) => format!("[{}]", String::from_utf8_lossy(j)),
+            }
+        }
+    }
+
+    impl Gen {
+        /// A random JSON document (whitespace and member spelling vary).
+        fn doc(&mut self, depth: u32, out: &mut String) {
+            let pick = if depth > 4 {
+                self.next() % 6
+            } else {
+                self.next() % 9
+            };
+            match pick {
+                0 => out.push_str("null"),
+                1 => out.push_str(["true", "false"][(self.next() % 2) as usize]),
+                2 => out.push_str(
+                    ["0", "-1", "2.5", "1e3", "-0.0", "99999999999999999999"]
+                        [(self.next() % 6) as usize],
+                ),
+                3..=5 => out.push_str(
+                    ["\"\"", "\"a\"", "\"\\u00e9\"", "\" \""][(self.next() % 4) as usize],
+                ),
+                6 => {
+                    out.push('[');
+                    for i in 0..self.next() % 4 {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        self.doc(depth + 1, out);
+                    }
+                    out.push(']');
+                }
+                _ => {
+                    out.push('{');
+                    // Compact members are copied from the input as
+                    // read; spaced ones go through the scratch buffer.
+                    let compact = self.next().is_multiple_of(2);
+                    for i in 0..self.next() % 5 {
+                        if i > 0 {
+                            out.push_str(if compact { "," } else { " , " });
+                        }
+                        let key = [
+                            "a", "b", "token", "Password", "schemaid", "_value", "\u{e9}", "a",
+                            "\\u0061",
+                        ][(self.next() % 9) as usize];
+                        out.push_str(&format!("\"{key}\":"));
+                        if !compact {
+                            out.push(' ');
+                        }
+                        self.doc(depth + 1, out);
+                    }
+                    out.push('}');
+                }
             }
         }
     }
@@ -775,11 +826,9 @@ mod tests {
         .iter()
         .map(|s| (*s).to_owned())
         .collect();
-        let mut g: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut gen = Gen(0x9e37_79b9_7f4a_7c15);
         for _ in 0..20_000 {
-            g ^= g << 13;
-            g ^= g >> 7;
-            g ^= g << 17;
+            let g = gen.next();
             let int = g % 100_000;
             let frac = (g >> 20) % 10_000;
             let scale = (g >> 40) % 6;
@@ -811,64 +860,6 @@ mod tests {
 
     #[test]
     fn matches_the_tree_path_on_generated_documents() {
-        struct Gen(u64);
-        impl Gen {
-            fn next(&mut self) -> u64 {
-                self.0 ^= self.0 << 13;
-                self.0 ^= self.0 >> 7;
-                self.0 ^= self.0 << 17;
-                self.0
-            }
-            fn doc(&mut self, depth: u32, out: &mut String) {
-                let pick = if depth > 4 {
-                    self.next() % 6
-                } else {
-                    self.next() % 9
-                };
-                match pick {
-                    0 => out.push_str("null"),
-                    1 => out.push_str(["true", "false"][(self.next() % 2) as usize]),
-                    2 => out.push_str(
-                        ["0", "-1", "2.5", "1e3", "-0.0", "99999999999999999999"]
-                            [(self.next() % 6) as usize],
-                    ),
-                    3..=5 => out.push_str(
-                        ["\"\"", "\"a\"", "\"\\u00e9\"", "\" \""][(self.next() % 4) as usize],
-                    ),
-                    6 => {
-                        out.push('[');
-                        for i in 0..self.next() % 4 {
-                            if i > 0 {
-                                out.push(',');
-                            }
-                            self.doc(depth + 1, out);
-                        }
-                        out.push(']');
-                    }
-                    _ => {
-                        out.push('{');
-                        // Compact members are copied from the input as
-                        // read; spaced ones go through the scratch buffer.
-                        let compact = self.next().is_multiple_of(2);
-                        for i in 0..self.next() % 5 {
-                            if i > 0 {
-                                out.push_str(if compact { "," } else { " , " });
-                            }
-                            let key = [
-                                "a", "b", "token", "Password", "schemaid", "_value", "\u{e9}", "a",
-                                "\\u0061",
-                            ][(self.next() % 9) as usize];
-                            out.push_str(&format!("\"{key}\":"));
-                            if !compact {
-                                out.push(' ');
-                            }
-                            self.doc(depth + 1, out);
-                        }
-                        out.push('}');
-                    }
-                }
-            }
-        }
         let mut g = Gen(0x2545_f491_4f6c_dd1d);
         for _ in 0..5_000 {
             let mut doc = String::new();
@@ -883,13 +874,8 @@ mod tests {
         // redaction, order) while their names are the same: vary a name, the
         // count, duplicates, escapes, pruned values and redacted originals
         // (raw objects at the same depth) to reach every way out of it.
-        let mut g: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = move |n: u64| {
-            g ^= g << 13;
-            g ^= g >> 7;
-            g ^= g << 17;
-            g % n
-        };
+        let mut g = Gen(0x9e37_79b9_7f4a_7c15);
+        let mut next = |n: u64| g.next() % n;
         let names = [
             "sku", "qty", "token", "note", "a", "\\u0061", "schemaid", "price", "sku",
         ];

@@ -51,9 +51,12 @@ modules=("$this" "${others[@]}")
 if [ "$count" = 1 ]; then
   command -v valgrind >/dev/null || { echo "wasm_v8: --count needs valgrind (apt-get install valgrind)" >&2; exit 1; }
   n=$count_n
+  # Node under callgrind with V8 made deterministic; each mode adds its own
+  # callgrind options (before `node`) and V8 options (after it).
+  callgrind=(valgrind --tool=callgrind --smc-check=all-non-file)
+  v8=(--no-warnings --single-threaded --no-liftoff --predictable)
   ir() {
-    valgrind --tool=callgrind --smc-check=all-non-file --callgrind-out-file=/dev/null \
-      node --no-warnings --single-threaded --no-liftoff --predictable \
+    "${callgrind[@]}" --callgrind-out-file=/dev/null node "${v8[@]}" \
       scripts/bench/wasm_v8.cjs "$1" "$2" "${mode[@]}" 2>&1 |
       sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
   }
@@ -61,9 +64,8 @@ if [ "$count" = 1 ]; then
     tmp=$(mktemp -d)
     trap 'rm -rf "$tmp"' EXIT
     k=$((3 * n))
-    valgrind --tool=callgrind --dump-instr=yes --smc-check=all-non-file \
-      --callgrind-out-file="$tmp/cg" node --no-warnings --single-threaded --no-liftoff \
-      --predictable --print-wasm-code scripts/bench/wasm_v8.cjs "${modules[0]}" "$k" "${mode[@]}" \
+    "${callgrind[@]}" --dump-instr=yes --callgrind-out-file="$tmp/cg" \
+      node "${v8[@]}" --print-wasm-code scripts/bench/wasm_v8.cjs "${modules[0]}" "$k" "${mode[@]}" \
       >"$tmp/code" 2>"$tmp/log" || { cat "$tmp/log" >&2; exit 1; }
     python3 scripts/bench/v8_functions.py --annotate "$pattern" "$tmp/cg" "$tmp/code" "$k"
     exit 0
@@ -74,9 +76,8 @@ if [ "$count" = 1 ]; then
     for m in "${modules[@]}"; do
       args=()
       for k in "$n" $((3 * n)); do
-        valgrind --tool=callgrind --dump-instr=yes --smc-check=all-non-file \
-          --callgrind-out-file="$tmp/cg.$k" node --no-warnings --single-threaded --no-liftoff \
-          --predictable --perf-basic-prof --logfile="$tmp/v8.log" --no-logfile-per-isolate \
+        "${callgrind[@]}" --dump-instr=yes --callgrind-out-file="$tmp/cg.$k" \
+          node "${v8[@]}" --perf-basic-prof --logfile="$tmp/v8.log" --no-logfile-per-isolate \
           scripts/bench/wasm_v8.cjs "$m" "$k" "${mode[@]}" \
           >"$tmp/log.$k" 2>&1 &
         pid=$!
