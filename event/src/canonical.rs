@@ -5,6 +5,7 @@
 //! point, every character outside 0x20–0x7E escaped as lowercase `\uXXXX`
 //! (surrogate pairs above U+FFFF), integers of any size, floats as `repr`.
 
+use crate::append::append;
 use crate::value::{Map, Number, Value};
 use std::io::Write as _;
 
@@ -225,7 +226,7 @@ pub fn write_string(s: &str, out: &mut Vec<u8>) {
             i += 1;
             continue;
         }
-        out.extend_from_slice(&bytes[run..i]);
+        append(out, &bytes[run..i]);
         if b < 0x80 {
             match b {
                 b'"' => out.extend_from_slice(b"\\\""),
@@ -249,7 +250,7 @@ pub fn write_string(s: &str, out: &mut Vec<u8>) {
         }
         run = i;
     }
-    out.extend_from_slice(&bytes[run..]);
+    append(out, &bytes[run..]);
     out.push(b'"');
 }
 

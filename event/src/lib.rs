@@ -1,5 +1,6 @@
 //! meshaudit-event: the contract the filter and the collector share.
 //!
+//! - [`append`]: appending a short byte string without wasm's `memory.copy` call.
 //! - [`value`]: a JSON value type that keeps numbers exact, and a strict parser
 //!   (depth limit, no `NaN`/`Infinity`, no lone surrogates).
 //! - [`canonical`]: the canonical bytes of SPEC §5, identical to Python's
@@ -19,6 +20,7 @@
 //! for `wasm32-wasip1` (inside the filter) and the host alike.
 #![forbid(unsafe_code)]
 
+pub mod append;
 pub mod canonical;
 pub mod integrity;
 pub mod line;

@@ -12,6 +12,7 @@
 //! returned for the batch digest (SPEC §10). This is the filter's per-event
 //! cost on the tick, so it matters.
 
+use crate::append::append;
 use crate::canonical::{write_canonical, write_string};
 use crate::schema::{HttpEvent, HttpSection};
 use crate::{Map, Schema, Value};
@@ -39,7 +40,7 @@ impl<'a> Obj<'a> {
         }
         self.empty = false;
         self.out.push(b'"');
-        self.out.extend_from_slice(k.as_bytes());
+        append(self.out, k.as_bytes());
         self.out.extend_from_slice(b"\":");
     }
 
@@ -133,7 +134,7 @@ impl<'a> Obj<'a> {
     /// A member whose value is already canonical JSON.
     fn raw(&mut self, k: &'static str, canonical: &[u8]) {
         self.key(k);
-        self.out.extend_from_slice(canonical);
+        append(self.out, canonical);
     }
 
     /// Header maps: string values, empty ones pruned.

@@ -15,6 +15,7 @@
 //! written into as it is read. A body is read once and nothing but decoded
 //! names and scratch buffers is allocated.
 
+use crate::append::append;
 use crate::canonical::{write_canonical, write_string};
 use crate::value::{ParseError, ParseErrorKind, Parser, Value};
 
@@ -234,6 +235,24 @@ impl<'a> Canon<'a, '_> {
                 });
             }
             b'-' | b'0'..=b'9' => {
+                // An integer (the common number) in one scan: copied as read
+                // unless it is `-0`, too long or not JSON (a leading zero).
+                let lead = usize::from(rest[0] == b'-');
+                let digits = rest[lead..]
+                    .iter()
+                    .take_while(|b| b.is_ascii_digit())
+                    .count();
+                let end = lead + digits;
+                if digits > 0 && !matches!(rest.get(end), Some(b'.' | b'e' | b'E')) {
+                    let canonical = (digits == 1 || rest[lead] != b'0')
+                        && !(lead == 1 && rest[1] == b'0')
+                        && digits <= crate::value::MAX_INT_DIGITS;
+                    if !canonical {
+                        return None;
+                    }
+                    p.i += end;
+                    return Some(Shape::Other);
+                }
                 let start = p.i;
                 let canonical = p.number_text().is_ok_and(|scan| {
                     // A canonical float is fixed notation of at most 15
@@ -259,7 +278,7 @@ impl<'a> Canon<'a, '_> {
     fn value(&mut self, depth: usize, out: &mut Vec<u8>, mode: Mode) -> Result<Shape, ParseError> {
         let start = self.p.i;
         if let Some(shape) = self.as_is() {
-            out.extend_from_slice(&self.p.s[start..self.p.i]);
+            append(out, &self.p.s[start..self.p.i]);
             return Ok(shape);
         }
         match self.p.peek() {
@@ -516,7 +535,7 @@ impl<'a> Canon<'a, '_> {
                 out.push(b',');
             }
             written += 1;
-            out.extend_from_slice(m.text.of(input, scratch_bytes));
+            append(out, m.text.of(input, scratch_bytes));
         }
         out.push(b'}');
         if mode == Mode::Payload {
@@ -791,6 +810,44 @@ mod tests {
             crate::value::MAX_INT_DIGITS + 1,
         ] {
             check(&format!("{{\"n\":{}}}", "9".repeat(n)));
+        }
+    }
+
+    /// Integers are copied as read after one scan; what is not an integer
+    /// copied as read (`-0`, a leading zero, past Python's digit limit, a
+    /// float, not a number) goes the general way, as the tree path does.
+    #[test]
+    fn integers_match_the_tree_path() {
+        let long = "9".repeat(crate::value::MAX_INT_DIGITS);
+        let texts = [
+            "0".to_owned(),
+            "-0".to_owned(),
+            "00".to_owned(),
+            "01".to_owned(),
+            "-01".to_owned(),
+            "-".to_owned(),
+            "-a".to_owned(),
+            "-I".to_owned(),
+            "7".to_owned(),
+            "-12".to_owned(),
+            "12x".to_owned(),
+            "1.".to_owned(),
+            "1.5".to_owned(),
+            "10.0".to_owned(),
+            "1e5".to_owned(),
+            "1E2".to_owned(),
+            "-0.0".to_owned(),
+            "9223372036854775808".to_owned(),
+            long.clone(),
+            format!("-{long}"),
+            format!("{long}9"),
+            format!("-{long}9"),
+        ];
+        for t in &texts {
+            check(&format!(r#"{{"a":{t}}}"#));
+            check(&format!(r#"{{"a":{t},"b":1}}"#));
+            check(&format!("[{t}]"));
+            check(t);
         }
     }
 

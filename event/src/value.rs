@@ -389,8 +389,6 @@ impl<'a> Parser<'a> {
         Ok(v)
     }
 
-    /// A string borrowed from the input when it has no escapes (the common
-    /// case), else decoded as [`Parser::string`] does.
     /// At a `"`: a string literal whose bytes are all printable ASCII
     /// without `\\` — what the canonical form writes as it is read — is
     /// consumed and returned with its quotes; `None` (nothing consumed)
@@ -415,6 +413,8 @@ impl<'a> Parser<'a> {
         None
     }
 
+    /// A string borrowed from the input when it has no escapes (the common
+    /// case), else decoded as [`Parser::string`] does.
     pub(crate) fn string_cow(&mut self) -> Result<std::borrow::Cow<'a, str>, ParseError> {
         let open = self.i;
         let start = open + 1;

@@ -7,6 +7,7 @@
 //! tick ([`crate::event`]).
 
 use crate::config::{Config, IdentityField};
+use meshaudit_event::append::append;
 use sha2::{Digest, Sha256};
 
 /// The proxy-wasm header map serialisation of `pairs` (the inverse of
@@ -67,10 +68,12 @@ pub fn parse_header_pairs(buf: &[u8]) -> Vec<(&[u8], &[u8])> {
 /// A header value as text: UTF-8 when it is, otherwise Latin-1 (obs-text
 /// bytes become U+0080..U+00FF), so no byte a client sends can fail capture.
 pub fn header_text(v: &[u8]) -> String {
-    match std::str::from_utf8(v) {
-        Ok(s) => s.to_owned(),
-        Err(_) => v.iter().map(|&b| char::from(b)).collect(),
-    }
+    // Copied first, then checked once: `append` copies a short value
+    // without wasm's `memory.copy` call, which `to_owned` would make.
+    let mut copy = Vec::with_capacity(v.len().max(32));
+    append(&mut copy, v);
+    String::from_utf8(copy)
+        .unwrap_or_else(|e| e.as_bytes().iter().map(|&b| char::from(b)).collect())
 }
 
 fn append_joined(slot: &mut Option<String>, value: &[u8]) {
