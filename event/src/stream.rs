@@ -135,24 +135,80 @@ pub fn write_payload(
     redaction: &dyn Redaction,
     out: &mut Vec<u8>,
 ) -> Result<bool, ParseError> {
-    let start = out.len();
-    let mut c = Canon {
-        p: Parser {
-            s: input,
-            i: 0,
-            max_depth: max_depth.min(crate::value::MAX_DEPTH),
-        },
-        redaction,
-        pool: Vec::new(),
-        members: Vec::new(),
-        names: Vec::new(),
-        layouts: Vec::new(),
-    };
-    let result = c.payload(out);
-    if !matches!(result, Ok(true)) {
-        out.truncate(start);
+    PayloadWriter::default().write(input, max_depth, redaction, out)
+}
+
+/// What one body's writing keeps for the next (scratch buffers, the member
+/// and name stacks, the layouts), so that it does not allocate and grow them
+/// again for every body; past the sizes a common body needs, given back.
+#[derive(Debug, Default)]
+pub struct PayloadWriter {
+    pool: Vec<Vec<u8>>,
+    members: Vec<Member>,
+    names: Vec<u8>,
+    layouts: Vec<Layout>,
+}
+
+impl PayloadWriter {
+    /// Scratch buffers kept, and the bytes each may keep.
+    const KEEP_BUFFERS: usize = 4;
+    const KEEP_BYTES: usize = 64 * 1024;
+    /// Members, and the depths whose layouts are kept.
+    const KEEP_MEMBERS: usize = 1024;
+    const KEEP_DEPTHS: usize = 16;
+
+    /// [`write_payload`], with this writer's buffers.
+    pub fn write(
+        &mut self,
+        input: &[u8],
+        max_depth: usize,
+        redaction: &dyn Redaction,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, ParseError> {
+        // A layout holds spans of the body it was read from.
+        for layout in &mut self.layouts {
+            layout.valid = false;
+        }
+        let start = out.len();
+        let mut c = Canon {
+            p: Parser {
+                s: input,
+                i: 0,
+                max_depth: max_depth.min(crate::value::MAX_DEPTH),
+            },
+            redaction,
+            pool: std::mem::take(&mut self.pool),
+            members: std::mem::take(&mut self.members),
+            names: std::mem::take(&mut self.names),
+            layouts: std::mem::take(&mut self.layouts),
+        };
+        c.members.clear();
+        c.names.clear();
+        let result = c.payload(out);
+        if !matches!(result, Ok(true)) {
+            out.truncate(start);
+        }
+        self.keep(c);
+        result
     }
-    result
+
+    fn keep(&mut self, mut c: Canon<'_, '_>) {
+        c.pool.retain(|b| b.capacity() <= Self::KEEP_BYTES);
+        c.pool.truncate(Self::KEEP_BUFFERS);
+        c.members.clear();
+        c.members.shrink_to(Self::KEEP_MEMBERS);
+        c.names.clear();
+        c.names.shrink_to(Self::KEEP_BYTES);
+        c.layouts.truncate(Self::KEEP_DEPTHS);
+        for layout in &mut c.layouts {
+            layout.names.shrink_to(Self::KEEP_MEMBERS);
+            layout.order.shrink_to(Self::KEEP_MEMBERS);
+        }
+        self.pool = c.pool;
+        self.members = c.members;
+        self.names = c.names;
+        self.layouts = c.layouts;
+    }
 }
 
 impl<'a> Canon<'a, '_> {
@@ -715,9 +771,23 @@ mod tests {
         })
     }
 
+    thread_local! {
+        /// One writer for every document a test thread checks, as a plugin
+        /// keeps one for every body: nothing of a document (a layout, a
+        /// buffer, a member left by an error) may show in the next.
+        static WRITER: std::cell::RefCell<PayloadWriter> = Default::default();
+    }
+
     fn ours(input: &str, max_depth: usize) -> Option<Option<Vec<u8>>> {
         let mut out = b"x".to_vec();
-        match write_payload(input.as_bytes(), max_depth, &TestRedaction, &mut out) {
+        let mut fresh = b"x".to_vec();
+        let written = WRITER.with(|w| {
+            w.borrow_mut()
+                .write(input.as_bytes(), max_depth, &TestRedaction, &mut out)
+        });
+        let alone = write_payload(input.as_bytes(), max_depth, &TestRedaction, &mut fresh);
+        assert_eq!((&written, &out), (&alone, &fresh), "kept writer, fresh writer: {input}");
+        match written {
             Ok(true) => Some(Some(out[1..].to_vec())),
             Ok(false) => {
                 assert_eq!(out, b"x");

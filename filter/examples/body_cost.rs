@@ -28,6 +28,7 @@ fn main() {
     let n = 5_000;
     let (mut capture, mut tree_build, mut seal, mut one_pass) = (0.0, 0.0, 0.0, 0.0);
     let mut encoder = meshaudit_event::line::LineEncoder::new(prepared.clone());
+    let mut bodies = meshaudit_event::stream::PayloadWriter::default();
     let mut out = Vec::with_capacity(1 << 20);
     let mut budget = InflightBudget::new(usize::MAX);
     for _ in 0..n {
@@ -51,7 +52,7 @@ fn main() {
         seal += t.elapsed().as_secs_f64();
         let t = Instant::now();
         out.clear();
-        let built = build(again, &cfg, &workload, &redactor, [5; 16]);
+        let built = build(again, &cfg, &workload, &redactor, &mut bodies, [5; 16]);
         let _ = write_line(built, cfg.schema, &mut encoder, usize::MAX, &mut out);
         one_pass += t.elapsed().as_secs_f64();
     }

@@ -19,6 +19,7 @@ use meshaudit_event::line::{LineEncoder, Payloads, Signer};
 use meshaudit_event::schema::{
     format_timestamp, http_status_for_grpc, new_uuid_v4, severity_for, status_for, HttpSection,
 };
+use meshaudit_event::stream::PayloadWriter;
 use meshaudit_event::{HttpEvent, Map, Value};
 
 /// The workload this VM runs in (SPEC §4 `kubernetes`), fixed per VM.
@@ -132,18 +133,17 @@ pub fn payload(body: &BodyCapture, redactor: &Redactor) -> Option<Value> {
 /// A body is not checked for UTF-8 first: the one-pass writer refuses any
 /// byte that is not (non-ASCII outside a string, a string that is not
 /// UTF-8), so what it accepts is UTF-8 and the rest falls to the tree.
-pub fn payload_bytes(body: &BodyCapture, redactor: &Redactor) -> Option<Vec<u8>> {
+pub fn payload_bytes(
+    body: &BodyCapture,
+    redactor: &Redactor,
+    writer: &mut PayloadWriter,
+) -> Option<Vec<u8>> {
     if body.encoded || body.kept.is_empty() {
         return None;
     }
     if body.media != "application/x-www-form-urlencoded" {
         let mut out = Vec::with_capacity(body.kept.len() + 16);
-        match meshaudit_event::stream::write_payload(
-            &body.kept,
-            MAX_PAYLOAD_DEPTH,
-            redactor,
-            &mut out,
-        ) {
+        match writer.write(&body.kept, MAX_PAYLOAD_DEPTH, redactor, &mut out) {
             Ok(true) => return Some(out),
             Ok(false) => return None,
             // Not JSON (or too deep): `_raw`, through the tree.
@@ -186,15 +186,16 @@ pub struct Built {
 }
 
 /// Builds the event for `rec` with its payloads written in one pass each
-/// ([`payload_bytes`]): what the filter ships.
+/// ([`payload_bytes`], with `writer`'s buffers): what the filter ships.
 pub fn build(
     rec: RequestRecord,
     cfg: &Config,
     workload: &Workload,
     redactor: &Redactor,
+    writer: &mut PayloadWriter,
     random: [u8; 16],
 ) -> Built {
-    assemble(rec, cfg, workload, redactor, random, false)
+    assemble(rec, cfg, workload, redactor, random, Some(writer))
 }
 
 /// Builds the event (not yet sealed) for `rec` with its payloads as JSON
@@ -206,7 +207,7 @@ pub fn build_event(
     redactor: &Redactor,
     random: [u8; 16],
 ) -> HttpEvent {
-    assemble(rec, cfg, workload, redactor, random, true).event
+    assemble(rec, cfg, workload, redactor, random, None).event
 }
 
 fn assemble(
@@ -215,7 +216,8 @@ fn assemble(
     workload: &Workload,
     redactor: &Redactor,
     random: [u8; 16],
-    tree: bool,
+    // `None`: payloads as trees.
+    mut writer: Option<&mut PayloadWriter>,
 ) -> Built {
     let mut payloads = (None, None);
     let RequestRecord {
@@ -302,10 +304,9 @@ fn assemble(
         md.requestbodybytes = Some(b.total);
         md.requestbodysha256 = Some(b.sha256_hex());
         md.requestencoded = b.encoded.then_some(true);
-        if tree {
-            e.eventdata.requestpayload = payload(b, redactor);
-        } else {
-            payloads.0 = payload_bytes(b, redactor);
+        match writer.as_deref_mut() {
+            Some(w) => payloads.0 = payload_bytes(b, redactor, w),
+            None => e.eventdata.requestpayload = payload(b, redactor),
         }
     }
     let md = &mut e.eventdata.metadata;
@@ -314,10 +315,9 @@ fn assemble(
         md.responsebodybytes = Some(b.total);
         md.responsebodysha256 = Some(b.sha256_hex());
         md.responseencoded = b.encoded.then_some(true);
-        if tree {
-            e.eventdata.responsepayload = payload(b, redactor);
-        } else {
-            payloads.1 = payload_bytes(b, redactor);
+        match writer.as_deref_mut() {
+            Some(w) => payloads.1 = payload_bytes(b, redactor, w),
+            None => e.eventdata.responsepayload = payload(b, redactor),
         }
     }
 
@@ -712,7 +712,14 @@ mod tests {
         let c = cfg(r#"{"collector_cluster":"c","capture_bodies":true,"signing_secret":"k"}"#);
         let big = format!("{{\"blob\":\"{}\"}}", "x".repeat(5000));
         let rec = record(&c, big.as_bytes(), b"{}");
-        let built = build(rec, &c, &workload(), &Redactor::new(&c), [1; 16]);
+        let built = build(
+            rec,
+            &c,
+            &workload(),
+            &Redactor::new(&c),
+            &mut PayloadWriter::default(),
+            [1; 16],
+        );
         assert!(built.request_payload.is_some());
         let mut enc = LineEncoder::new(signer(&c));
         let mut out = b"x\n".to_vec();
@@ -770,6 +777,8 @@ mod tests {
                 r#"{{"collector_cluster":"c","capture_bodies":true,"signing_secret":"k","body_content_types":["application/json","text/plain","application/x-www-form-urlencoded"],{mode}}}"#
             ));
             let redactor = Redactor::new(&c);
+            // One writer for every body, as a plugin keeps it.
+            let mut writer = PayloadWriter::default();
             for (media, body) in bodies {
                 let mut rec = record(&c, body, body);
                 for b in [rec.request.body.as_mut(), rec.response.body.as_mut()]
@@ -785,7 +794,7 @@ mod tests {
                 );
                 let mut enc = LineEncoder::new(signer(&c));
                 let mut ours = Vec::new();
-                let built = build(rec, &c, &workload(), &redactor, [5; 16]);
+                let built = build(rec, &c, &workload(), &redactor, &mut writer, [5; 16]);
                 write_line(built, c.schema, &mut enc, usize::MAX, &mut ours);
                 assert_eq!(
                     String::from_utf8_lossy(&ours),

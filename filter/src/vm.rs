@@ -32,6 +32,7 @@ use crate::rng::RandomPool;
 use crate::stats::{Stat, StatKind};
 use meshaudit_event::line::{LineEncoder, Signer};
 use meshaudit_event::schema::new_uuid_v4;
+use meshaudit_event::stream::PayloadWriter;
 use meshaudit_event::Schema;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -168,6 +169,8 @@ const CONNECTION_SLOTS: usize = 1024;
 struct Plugin {
     cfg: Config,
     encoder: LineEncoder,
+    /// The body writer's buffers, kept from one event to the next.
+    bodies: PayloadWriter,
     plan: HeaderPlan,
     redactor: Redactor,
     workload: Workload,
@@ -297,6 +300,7 @@ impl Vm {
         }
         let plugin = Plugin {
             encoder: LineEncoder::new(signer(&cfg)),
+            bodies: PayloadWriter::default(),
             plan: HeaderPlan::new(&cfg),
             redactor: Redactor::new(&cfg),
             shipper: Shipper::new(&cfg, &source, ms(now)),
@@ -499,13 +503,14 @@ impl Vm {
             workload,
             shipper,
             rng,
+            bodies,
             ..
         } = p;
         shipper.capture(
             ms(end),
             |out| {
                 let random = rng.borrow_mut().bytes16(end);
-                let built = build(record, cfg, workload, redactor, random);
+                let built = build(record, cfg, workload, redactor, bodies, random);
                 write_line(built, cfg.schema, encoder, MAX_LINE_BYTES, out)
             },
             || new_uuid_v4(rng.borrow_mut().bytes16(end)),
