@@ -315,7 +315,7 @@ fn assemble(
         md.responsebodybytes = Some(b.total);
         md.responsebodysha256 = Some(b.sha256_hex());
         md.responseencoded = b.encoded.then_some(true);
-        match writer.as_deref_mut() {
+        match writer {
             Some(w) => payloads.1 = payload_bytes(b, redactor, w),
             None => e.eventdata.responsepayload = payload(b, redactor),
         }
