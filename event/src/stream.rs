@@ -291,35 +291,7 @@ impl<'a> Canon<'a, '_> {
                 });
             }
             b'-' | b'0'..=b'9' => {
-                // An integer (the common number) in one scan: copied as read
-                // unless it is `-0`, too long or not JSON (a leading zero).
-                let lead = usize::from(rest[0] == b'-');
-                let digits = rest[lead..]
-                    .iter()
-                    .take_while(|b| b.is_ascii_digit())
-                    .count();
-                let end = lead + digits;
-                if digits > 0 && !matches!(rest.get(end), Some(b'.' | b'e' | b'E')) {
-                    let canonical = (digits == 1 || rest[lead] != b'0')
-                        && !(lead == 1 && rest[1] == b'0')
-                        && digits <= crate::value::MAX_INT_DIGITS;
-                    if !canonical {
-                        return None;
-                    }
-                    p.i += end;
-                    return Some(Shape::Other);
-                }
-                let start = p.i;
-                let canonical = p.number_text().is_ok_and(|scan| {
-                    // A canonical float is fixed notation of at most 15
-                    // digits (finite); an integer only needs its length checked.
-                    is_canonical_number(&p.s[start..p.i])
-                        && (scan.is_float || scan.int_digits <= crate::value::MAX_INT_DIGITS)
-                });
-                if !canonical {
-                    p.i = start;
-                    return None;
-                }
+                p.i += canonical_number_len(rest)?;
                 return Some(Shape::Other);
             }
             b't' if rest.starts_with(b"true") => (4, Shape::Other),
@@ -636,25 +608,46 @@ fn key_order(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
     a.len().cmp(&b.len())
 }
 
-/// Whether a JSON number's text (valid per the grammar) is already what the
-/// canonical form writes, so it can be copied: an integer other than `-0`
-/// (Python prints ints as read), or a fixed-notation float that Python's
-/// `repr` prints as written — at most 15 significant digits (so the shortest
-/// round-trip form is these digits), no trailing zero in the fraction but a
-/// lone `.0`, not zero, and a decimal exponent in [-4, 16).
-fn is_canonical_number(text: &[u8]) -> bool {
-    let digits = text.strip_prefix(b"-").unwrap_or(text);
-    if digits.iter().all(u8::is_ascii_digit) {
-        return digits != b"0" || text.len() == 1;
-    }
-    let Some(point) = digits.iter().position(|&b| b == b'.') else {
-        return false; // an exponent
+/// At the start of a number (`-` or a digit): the length of its text when
+/// that is already what the canonical form writes, read in one pass — an
+/// integer other than `-0` within Python's digit limit (Python prints ints
+/// as read), or a fixed-notation float that Python's `repr` prints as
+/// written ([`canonical_fixed`]). `None` for any other number, and for text
+/// that is not a JSON number (the general path reports it).
+fn canonical_number_len(text: &[u8]) -> Option<usize> {
+    let digits = |from: usize| {
+        text[from..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count()
     };
-    let (int, frac) = (&digits[..point], &digits[point + 1..]);
-    if frac.is_empty() || !frac.iter().all(u8::is_ascii_digit) {
-        return false;
+    let lead = usize::from(text[0] == b'-');
+    let int_len = digits(lead);
+    let int_end = lead + int_len;
+    let int = &text[lead..int_end];
+    // Python reads "01" as 0 followed by trailing garbage; JSON refuses it.
+    if int.is_empty() || (int.len() > 1 && int[0] == b'0') {
+        return None;
     }
-    if frac.len() > 1 && frac.ends_with(b"0") {
+    match text.get(int_end) {
+        Some(b'.') => {
+            let end = int_end + 1 + digits(int_end + 1);
+            let frac = &text[int_end + 1..end];
+            let fixed = !matches!(text.get(end), Some(b'e' | b'E'));
+            (fixed && canonical_fixed(int, frac)).then_some(end)
+        }
+        Some(b'e' | b'E') => None,
+        _ => ((lead == 0 || int != b"0") && int.len() <= crate::value::MAX_INT_DIGITS)
+            .then_some(int_end),
+    }
+}
+
+/// Whether Python's `repr` prints the float `int.frac` (digits, a valid
+/// JSON integer part) as written: at most 15 significant digits (so the
+/// shortest round-trip form is these digits), no trailing zero in the
+/// fraction but a lone `.0`, not zero, and a decimal exponent in [-4, 16).
+fn canonical_fixed(int: &[u8], frac: &[u8]) -> bool {
+    if frac.is_empty() || (frac.len() > 1 && frac.ends_with(b"0")) {
         return false;
     }
     let frac_sig = if frac == b"0" { &frac[..0] } else { frac };
@@ -666,6 +659,12 @@ fn is_canonical_number(text: &[u8]) -> bool {
     } else {
         int.len() <= 16 && int.len() + frac_sig.len() <= 15
     }
+}
+
+/// Whether a whole number's text is already what the canonical form writes.
+#[cfg(test)]
+fn is_canonical_number(text: &[u8]) -> bool {
+    canonical_number_len(text) == Some(text.len())
 }
 
 #[cfg(test)]
@@ -902,11 +901,12 @@ mod tests {
         }
     }
 
-    /// Integers are copied as read after one scan; what is not an integer
-    /// copied as read (`-0`, a leading zero, past Python's digit limit, a
-    /// float, not a number) goes the general way, as the tree path does.
+    /// Numbers are copied as read after one scan; what is not copied as
+    /// read (`-0`, a leading zero, past Python's digit limit, a float Python
+    /// prints otherwise, an exponent, not a number) goes the general way, as
+    /// the tree path does.
     #[test]
-    fn integers_match_the_tree_path() {
+    fn numbers_match_the_tree_path() {
         let long = "9".repeat(crate::value::MAX_INT_DIGITS);
         let texts = [
             "0".to_owned(),
@@ -926,6 +926,28 @@ mod tests {
             "1e5".to_owned(),
             "1E2".to_owned(),
             "-0.0".to_owned(),
+            "0.5".to_owned(),
+            "-0.5".to_owned(),
+            "0.0001".to_owned(),
+            "0.00001".to_owned(),
+            "1.50".to_owned(),
+            "1.0".to_owned(),
+            "100.0".to_owned(),
+            "1.e5".to_owned(),
+            "1.5e3".to_owned(),
+            "1.5E-3".to_owned(),
+            "01.5".to_owned(),
+            "-01.5".to_owned(),
+            "0.".to_owned(),
+            "-.5".to_owned(),
+            ".5".to_owned(),
+            "1.5.5".to_owned(),
+            "1.5x".to_owned(),
+            "123456789012345.6".to_owned(),
+            "1234567890123456.7".to_owned(),
+            "1234567890123456.0".to_owned(),
+            "0.123456789012345".to_owned(),
+            "0.1234567890123456".to_owned(),
             "9223372036854775808".to_owned(),
             long.clone(),
             format!("-{long}"),
