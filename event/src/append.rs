@@ -50,9 +50,15 @@ mod tests {
         let src: Vec<u8> = (0..80u8)
             .map(|b| b.wrapping_mul(37).wrapping_add(1))
             .collect();
-        for prefix in [0usize, 1, 7, 31] {
+        // Spare room of 0 and 31 bytes takes `extend_from_slice`; 32 and
+        // more, the short copies.
+        for (prefix, room) in [0usize, 1, 7, 31]
+            .into_iter()
+            .flat_map(|p| [(p, 0), (p, 31), (p, 32), (p, 64)])
+        {
             for n in 0..=src.len() {
-                let mut ours = vec![0xAA; prefix];
+                let mut ours = Vec::with_capacity(prefix + room);
+                ours.resize(prefix, 0xAA);
                 let mut theirs = ours.clone();
                 append(&mut ours, &src[..n]);
                 theirs.extend_from_slice(&src[..n]);

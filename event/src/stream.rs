@@ -182,8 +182,6 @@ impl PayloadWriter {
             names: std::mem::take(&mut self.names),
             layouts: std::mem::take(&mut self.layouts),
         };
-        c.members.clear();
-        c.names.clear();
         let result = c.payload(out);
         if !matches!(result, Ok(true)) {
             out.truncate(start);
@@ -192,6 +190,8 @@ impl PayloadWriter {
         result
     }
 
+    /// Takes the buffers back, emptied (an error may leave members and
+    /// names), and bounded.
     fn keep(&mut self, mut c: Canon<'_, '_>) {
         c.pool.retain(|b| b.capacity() <= Self::KEEP_BYTES);
         c.pool.truncate(Self::KEEP_BUFFERS);
